@@ -1,0 +1,24 @@
+# make run / make test create .venv when missing (torch first, from the local CPU
+# wheel), then run the app / the test suite. Both are idempotent.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: run test bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	.venv/bin/saescope
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -s tests/bench
+
+clean-venv:
+	rm -rf .venv

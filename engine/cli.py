@@ -1,0 +1,169 @@
+"""`saescope`: the headless commands, and the launcher of the terminal app.
+
+Every command is a thin caller of an engine function. Bad input raises
+`UserError`, which becomes one line on stderr and exit code 2, never a traceback.
+
+Notes
+- `saescope` with no command starts the TUI by exec'ing `python -m tui`, so this
+  process (part of `engine/`) never imports textual, and the app never imports torch.
+- Heavy libraries are imported inside commands: `saescope --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from engine.errors import UserError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
+                  help="saescope: train, inspect and ablate sparse autoencoder features.")
+engine_app = typer.Typer(help="Run the engine worker process.", no_args_is_help=True)
+recipe_app = typer.Typer(help="Rebuild the embedded defaults under weights/.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+app.add_typer(recipe_app, name="recipe")
+
+ModelOpt = typer.Option("default", "--model", "-m", help="Model spec: default, smollm2-135m, a folder, or a TransformerLens name.")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N].")
+DtypeOpt = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (warnings, progress bars) off the user's screen."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in ("transformers", "transformer_lens", "sae_lens", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"saescope: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    engine: Optional[str] = typer.Option(None, "--engine", help="Command line that starts an engine speaking --stdio, e.g. \"ssh HOST saescope engine serve --stdio\"."),
+    connect: Optional[str] = typer.Option(None, "--connect", help="HOST:PORT of an engine started with `saescope engine serve --listen`."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SAESCOPE_TOKEN", help="Token for --connect."),
+    model: str = typer.Option("default", "--model", "-m", help="Model the app asks the engine to load."),
+) -> None:
+    """With no command: start the terminal app (and a local engine unless told otherwise)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    args = [sys.executable, "-m", "tui", "--model", model]
+    if engine:
+        args += ["--engine", engine]
+    if connect:
+        args += ["--connect", connect]
+    if token:
+        args += ["--token", token]
+    os.execv(sys.executable, args)
+
+
+@app.command()
+def models(as_json: bool = JsonOpt) -> None:
+    """List the models that can be loaded here, and why not for the rest."""
+    from engine.models import available_models
+
+    rows = available_models()
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("spec", "model", "here?", "why")
+    for r in rows:
+        table.add_row(r["spec"], r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["why"])
+    Console().print(table)
+
+
+@app.command()
+def predict(
+    text: str = typer.Argument(..., help="The prompt."),
+    model: str = ModelOpt,
+    top: int = typer.Option(10, "--top", "-n", help="How many tokens to show."),
+    device: str = DeviceOpt,
+    dtype: str = DtypeOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print the model's next-token distribution after TEXT."""
+    quiet_libraries()
+    from engine.models import load_model
+    from engine.predict import predict as run_predict
+
+    try:
+        result = run_predict(load_model(model, device, dtype), text, top)
+    except UserError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{result['model']}[/]  tokens: " + " ".join(repr(t) for t in result["tokens"]))
+    table = Table("#", "token", "prob", "")
+    for i, row in enumerate(result["top"], 1):
+        table.add_row(str(i), repr(row["token"]), f"{row['prob']:.4f}", "█" * round(30 * row["prob"]))
+    console.print(table)
+
+
+@engine_app.command("serve")
+def engine_serve(
+    stdio: bool = typer.Option(False, "--stdio", help="Speak the protocol on stdin/stdout."),
+    listen: Optional[str] = typer.Option(None, "--listen", help="HOST:PORT to listen on (loopback by default)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SAESCOPE_TOKEN", help="Token clients must send (--listen); generated when absent."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load at start (default: on request)."),
+) -> None:
+    """Run the engine: JSON lines on stdio, or on a TCP port with a token."""
+    quiet_libraries()
+    from engine.server import serve_stdio, serve_tcp
+
+    if stdio == bool(listen):
+        fail("give exactly one of --stdio or --listen HOST:PORT")
+    try:
+        if stdio:
+            serve_stdio(preload=model)
+        else:
+            serve_tcp(listen, token, preload=model)
+    except UserError as e:
+        fail(str(e))
+
+
+@recipe_app.command("default-model")
+def recipe_default_model(
+    tokens: int = typer.Option(20_000_000, help="Training tokens for the model."),
+    seed: int = typer.Option(0, help="Seed for every random choice."),
+    out: Optional[Path] = typer.Option(None, help="Model folder (default weights/mini-gelu-1l)."),
+    corpus_out: Optional[Path] = typer.Option(None, help="Shard folder (default weights/corpus)."),
+) -> None:
+    """Rebuild the corpus, tokenizer, mini-gelu-1l and the corpus shard (about 40 min on 2 cores)."""
+    from engine.recipes import mini_gelu
+
+    argv = ["--tokens", str(tokens), "--seed", str(seed)]
+    argv += ["--out", str(out)] if out else []
+    argv += ["--corpus-out", str(corpus_out)] if corpus_out else []
+    mini_gelu.main(argv)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Recipes that build the embedded defaults under `weights/` (rerunnable by anyone)."""
