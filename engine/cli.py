@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
@@ -106,6 +106,8 @@ def predict(
     from engine.predict import predict as run_predict
 
     try:
+        if not text.strip():  # before the model load: fail fast on the obvious
+            raise UserError("the prompt is empty")
         result = run_predict(load_model(model, device, dtype), text, top)
     except UserError as e:
         fail(str(e))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,12 @@ def _load_hf_folder(folder: Path):
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
         raise UserError(f"{folder}: cannot load as a Hugging Face model ({str(e).splitlines()[0]})") from None
-    cfg = loading.get_pretrained_model_config(str(folder), local_files_only=True)
+    # TransformerLens picks some architectures from words in the *path* ("llama",
+    # "gemma") instead of config.json; a neutrally named link makes it read the file.
+    with tempfile.TemporaryDirectory() as tmp:
+        link = Path(tmp) / "model"
+        link.symlink_to(folder, target_is_directory=True)
+        cfg = loading.get_pretrained_model_config(str(link), local_files_only=True)
     convert = {"gpt2": conv.convert_gpt2_weights, "neox": conv.convert_neox_weights,
                "llama": conv.convert_llama_weights}[HF_ARCHITECTURES[kind]]
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)

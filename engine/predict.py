@@ -15,7 +15,7 @@ def prompt_tokens(lm, text: str):
     """Tokenize a prompt (BOS prepended) and check it fits the model's context."""
     if not text or not text.strip():
         raise UserError("the prompt is empty")
-    tokens = lm.model.to_tokens(text)
+    tokens = lm.model.to_tokens(text, truncate=False)
     if tokens.shape[1] > lm.model.cfg.n_ctx:
         raise UserError(f"the prompt is {tokens.shape[1]} tokens long; "
                         f"{lm.name} takes at most {lm.model.cfg.n_ctx}")

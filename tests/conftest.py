@@ -1,0 +1,34 @@
+"""Shared fixtures: the shipped default model, and a real engine subprocess.
+
+Tests use the weights under `weights/` (or `SAESCOPE_WEIGHTS`), never the network.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def saescope_cmd(*args: str) -> list[str]:
+    """The real `saescope` command, run by this interpreter (no PATH assumptions)."""
+    return [sys.executable, "-m", "engine", *args]
+
+
+def run_saescope(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(saescope_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from engine.models import load_model
+
+    return load_model("default", device="cpu")
