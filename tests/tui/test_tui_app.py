@@ -1,0 +1,152 @@
+"""The app driven by Textual's pilot, always against a real engine subprocess:
+predicting, vim movement, the test job and its cancellation, the engine dying
+and coming back, help, and the log view."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from tui.screens.help import HelpScreen
+from tui.widgets.engine_banner import EngineBanner
+from tui.widgets.log_view import LogView
+from tui.widgets.predict_pane import PredictPane
+from tui.widgets.prompt_input import PromptInput
+from tui.widgets.status_bar import StatusBar
+from tui.widgets.token_chips import TokenChips
+from tui.widgets.top_tokens import TopTokensTable
+
+
+def status_text(app) -> str:
+    return str(app.query_one(StatusBar).render())
+
+
+def test_connects_loads_the_model_and_predicts(make_app, model_loaded, wait_until):
+    async def main():
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await model_loaded(pilot)
+            status = status_text(app)
+            assert "● connected · local" in status and "mini-gelu-1l · cpu" in status and "no jobs" in status
+
+            pane = app.query_one(PredictPane)
+            assert app.focused is app.query_one(PromptInput)
+            await pilot.press(*"def f(", "enter")
+            await wait_until(pilot, lambda: pane.result is not None, 30, "a prediction")
+            tokens = pane.result["tokens"]
+            assert tokens[-1] == "(" and len(pane.result["top"]) == 10
+            chips = str(app.query_one(TokenChips).render())
+            assert "def" in chips and "·f" in chips  # the space before f is shown
+            table = app.query_one(TopTokensTable)
+            assert table.row_count == 10
+            probs = [row["prob"] for row in pane.result["top"]]
+            assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+            first_row = table.get_row_at(0)
+            assert str(first_row[3]) == f"{probs[0]:.2%}"
+
+            # Escape leaves the prompt for the list, which moves vim-style.
+            await pilot.press("escape")
+            assert app.focused is table
+            await pilot.press("j", "j", "k")
+            assert table.cursor_row == 1
+            await pilot.press("G")
+            assert table.cursor_row == 9
+            await pilot.press("g")
+            assert table.cursor_row == 0
+
+            # Enter on a token appends it to the prompt and predicts again.
+            top = pane.result["top"][0]["token"]
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: len(pane.result["tokens"]) > len(tokens), 30, "the next prediction")
+            assert app.query_one(PromptInput).value == "def f(" + top
+
+            await pilot.press("slash")
+            assert app.focused is app.query_one(PromptInput)
+
+    asyncio.run(main())
+
+
+def test_test_job_shows_progress_and_cancels(make_app, model_loaded, wait_until):
+    async def main():
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await model_loaded(pilot)
+            await pilot.press("ctrl+p")
+            await pilot.press(*"test job")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "job: sleep" in status_text(app), 10, "the job in the status bar")
+            await wait_until(pilot, lambda: any(j.fraction for j in app.jobs), 10, "progress")
+            assert "%" in status_text(app)
+            # The app answers keys while the job runs.
+            await pilot.press(*"abc")
+            assert app.query_one(PromptInput).value == "abc"
+
+            await pilot.press("ctrl+g")
+            await wait_until(pilot, lambda: not app.jobs, 10, "the job to end")
+            assert "no jobs" in status_text(app)
+            assert app.link.finished[-1][1:] == ("sleep", "cancelled")
+
+    asyncio.run(main())
+
+
+def test_engine_death_keeps_state_and_restart_reconnects(make_app, model_loaded, wait_until):
+    async def main():
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await model_loaded(pilot)
+            pane = app.query_one(PredictPane)
+            await pilot.press(*"The cat", "enter")
+            await wait_until(pilot, lambda: pane.result is not None, 30, "a prediction")
+            before = pane.result
+
+            pid = app.link.engine_pid
+            os.kill(pid, signal.SIGKILL)
+            bar = app.query_one(StatusBar)
+            await wait_until(pilot, lambda: bar.connection == "disconnected", 15, "the death to show")
+            banner = app.query_one(EngineBanner)
+            assert banner.display and "killed by SIGKILL" in str(banner.render())
+            assert "engine died" in status_text(app)
+            assert app.query_one(PromptInput).value == "The cat" and pane.result is before
+            assert app.query_one(TopTokensTable).row_count == 10
+
+            # Predicting now says why it cannot, and keeps the old results.
+            await pilot.press("enter")
+            info = app.query_one("#predict-info")
+            await wait_until(pilot, lambda: info.has_class("-error"), 5, "an error line")
+            assert "not running" in str(info.render()) and pane.result is before
+
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: bar.connection == "connected", 30, "the restart")
+            await model_loaded(pilot)
+            assert app.link.engine_pid != pid
+            assert not banner.display and "● connected" in status_text(app)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: pane.result is not before, 30, "a new prediction")
+            assert pane.result["top"] == before["top"]  # same model, same prompt, same answer
+
+    asyncio.run(main())
+
+
+def test_help_and_log(make_app, wait_until):
+    async def main():
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            log = app.query_one(LogView)
+            await wait_until(pilot, lambda: app.link.connected, 30, "the engine")
+            await pilot.press("f1")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            assert not isinstance(app.screen, HelpScreen)
+
+            assert not log.display
+            await pilot.press("ctrl+l")
+            assert log.display and app.focused is log
+            assert any("connected local" in str(line.text) for line in log.lines)
+            await pilot.press("question_mark")  # letter keys work outside the prompt
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("q", "l")
+            assert not log.display and app.focused is app.query_one(PromptInput)
+
+    asyncio.run(main())

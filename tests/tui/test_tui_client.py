@@ -1,0 +1,168 @@
+"""The engine client against a real engine process: requests, events, errors,
+cancellation, death, restart, TCP with a token, and engines that fail to start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from engine.protocol import PROTOCOL_VERSION
+from tui.client import EngineClient, EngineError, EngineGone, JobCancelled
+from tui.target import EngineTarget
+
+
+def test_requests_replies_events_and_error_replies():
+    async def main():
+        logs = []
+        client = EngineClient(EngineTarget.local(), on_log=lambda source, line: logs.append((source, line)))
+        hello = await client.start()
+        try:
+            assert hello.protocol == PROTOCOL_VERSION and hello.pid > 0 and "predict" in hello.capabilities
+            assert (await client.call("ping"))["pong"] is True
+
+            events = []
+            reply = await client.request("sleep", {"seconds": 0.2, "steps": 4}, on_event=events.append)
+            assert reply.status == "ok" and reply.result == {"slept": 0.2, "steps": 4}
+            assert [e.data["step"] for e in events] == [1, 2, 3, 4]
+            assert {e.id for e in events} == {reply.id} and isinstance(reply.id, str)
+
+            unknown = await client.request("no.such.method")
+            assert unknown.status == "error" and "unknown method" in unknown.error
+            with pytest.raises(EngineError, match="no model is loaded"):
+                await client.call("predict", {"text": "def f("})
+            with pytest.raises(EngineError, match="bad params for sleep"):
+                await client.call("sleep", {"seconds": "soon"})
+            assert (await client.call("ping"))["pong"] is True  # errors leave the session usable
+        finally:
+            await client.close()
+        assert client.process.returncode == 0  # closing stdin lets the engine exit cleanly
+        assert not client.connected
+        assert any("end of input" in line for source, line in logs if source == "engine")
+
+    asyncio.run(main())
+
+
+def test_cancelling_a_job_and_abandoning_a_request():
+    async def main():
+        client = EngineClient(EngineTarget.local())
+        await client.start()
+        try:
+            started = asyncio.Event()
+            pending = await client.send_request("sleep", {"seconds": 30, "steps": 300},
+                                                on_event=lambda e: started.set())
+            await asyncio.wait_for(started.wait(), 10)
+            await client.cancel(pending.id)
+            reply = await asyncio.wait_for(client.wait(pending), 10)
+            assert reply.status == "cancelled"
+            with pytest.raises(JobCancelled):
+                from tui.client import result_of
+                result_of("sleep", reply)
+
+            # A caller that gives up (its task is cancelled) stops the engine's job too.
+            task = asyncio.create_task(client.request("sleep", {"seconds": 30, "steps": 300}))
+            await asyncio.sleep(0.3)
+            assert len((await client.call("jobs"))["jobs"]) == 1
+            task.cancel()
+            for _ in range(100):
+                if not (await client.call("jobs"))["jobs"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await client.call("jobs"))["jobs"] == []
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+
+
+def test_engine_killed_mid_request_fails_pending_requests_and_restart_recovers():
+    async def main():
+        reasons = []
+        client = EngineClient(EngineTarget.local(), on_disconnect=reasons.append)
+        hello = await client.start()
+        try:
+            started = asyncio.Event()
+            job = asyncio.create_task(client.request("sleep", {"seconds": 30, "steps": 300},
+                                                     on_event=lambda e: started.set()))
+            await asyncio.wait_for(started.wait(), 10)
+            os.kill(hello.pid, signal.SIGKILL)
+            with pytest.raises(EngineGone, match="killed by SIGKILL"):
+                await asyncio.wait_for(job, 15)
+            assert reasons == ["killed by SIGKILL"]
+            assert not client.connected
+            with pytest.raises(EngineGone, match="not running"):
+                await client.call("ping")
+
+            again = await client.restart()
+            assert again.pid != hello.pid and client.connected
+            assert (await client.call("ping"))["pong"] is True
+        finally:
+            await client.close()
+        assert reasons == ["killed by SIGKILL"]  # a close is not reported as a death
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def tcp_engine():
+    """A real engine listening on a free loopback port with a known token."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "engine", "serve", "--listen", "127.0.0.1:0",
+                             "--token", "s3cret"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                break
+        else:
+            raise AssertionError("the engine did not start listening")
+        yield f"127.0.0.1:{m.group(1)}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_tcp_with_token(tcp_engine):
+    async def main():
+        client = EngineClient(EngineTarget.tcp(tcp_engine, token="s3cret"))
+        hello = await client.start()
+        assert hello.auth == "token"
+        assert (await client.call("ping"))["pong"] is True
+        await client.close()
+
+        with pytest.raises(EngineError, match="wrong token"):
+            await EngineClient(EngineTarget.tcp(tcp_engine, token="nope")).start()
+        with pytest.raises(EngineError, match="asks for a token"):
+            await EngineClient(EngineTarget.tcp(tcp_engine)).start()
+
+    asyncio.run(main())
+
+
+def test_engines_that_cannot_start_say_why():
+    async def main():
+        with pytest.raises(EngineGone, match="'no-such-saescope-command' not found"):
+            await EngineClient(EngineTarget.command("no-such-saescope-command serve")).start()
+        failing = EngineTarget.command("bash -c 'echo no such host >&2; exit 3'")
+        with pytest.raises(EngineGone, match="exited with code 3 before saying hello: no such host"):
+            await EngineClient(failing).start()
+        with pytest.raises(EngineGone, match="cannot connect to 127.0.0.1:1"):
+            await EngineClient(EngineTarget.tcp("127.0.0.1:1")).start()
+
+    asyncio.run(main())
+
+
+def test_targets():
+    assert EngineTarget.local().argv[1:] == ("-m", "engine", "engine", "serve", "--stdio")
+    cmd = EngineTarget.command("ssh gpu 'saescope engine serve --stdio'")
+    assert cmd.argv == ("ssh", "gpu", "saescope engine serve --stdio") and cmd.describe() == "via ssh"
+    tcp = EngineTarget.tcp("127.0.0.1:7777", "t")
+    assert (tcp.host, tcp.port, tcp.token, tcp.describe()) == ("127.0.0.1", 7777, "t", "tcp 127.0.0.1:7777")
+    for bad in ("localhost", "host:port", "host:0"):
+        with pytest.raises(ValueError):
+            EngineTarget.tcp(bad)
+    with pytest.raises(ValueError):
+        EngineTarget.command("  ")

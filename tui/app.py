@@ -1,0 +1,163 @@
+"""The saescope app: the frame (status bar, panes, log, footer) and app-wide actions.
+
+Panes live in a TabbedContent, one file each under `tui/widgets/`; the Predict
+pane is the first. All engine traffic goes through `EngineLink`, whose messages
+are handled here and handed to the widgets that show them.
+
+Notes
+- Keys that must work while typing in the prompt are ctrl keys or F1; the letter
+  keys (`?`, `l`, `r`) do the same where no text field has focus.
+- Starting and restarting the engine never runs twice at once: cancelling a start
+  halfway could orphan an engine process.
+"""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, TabbedContent, TabPane
+from textual.worker import Worker
+
+from tui.client import EngineError, JobCancelled
+from tui.commands import SaescopeCommands
+from tui.link import EngineLink
+from tui.messages import ConnectionChanged, JobsChanged, JobView, LogLine, ModelChanged
+from tui.screens.help import HelpScreen, HelpSections
+from tui.target import EngineTarget
+from tui.widgets.engine_banner import EngineBanner
+from tui.widgets.log_view import LogView
+from tui.widgets.predict_pane import PredictPane
+from tui.widgets.prompt_input import PromptInput
+from tui.widgets.status_bar import StatusBar
+from tui.widgets.top_tokens import TopTokensTable
+
+TEST_JOB = {"seconds": 60.0, "steps": 120}
+
+
+class SaescopeApp(App[None]):
+    TITLE = "saescope"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {SaescopeCommands}
+    BINDINGS = [
+        Binding("question_mark,f1", "help", "Help", id="app.help",
+                tooltip="This help (F1 also works while typing)"),
+        Binding("l,ctrl+l", "toggle_log", "Log", id="app.toggle_log",
+                tooltip="Show or hide the log (engine stderr)"),
+        Binding("ctrl+r,r", "restart_engine", "Restart", id="app.restart_engine",
+                tooltip="Restart the engine"),
+        Binding("ctrl+g", "cancel_jobs", "Cancel jobs", id="app.cancel_jobs",
+                tooltip="Cancel the running engine jobs"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, tooltip="Quit saescope"),
+    ]
+
+    def __init__(self, target: EngineTarget, model_spec: str = "default") -> None:
+        super().__init__()
+        self.link = EngineLink(target, model_spec, self.post_message)
+        self.jobs: tuple[JobView, ...] = ()
+        self._engine_worker: Worker | None = None
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar()
+        yield EngineBanner()
+        with TabbedContent(id="panes"):
+            with TabPane("Predict", id="predict"):
+                yield PredictPane(self.link)
+        yield LogView(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(StatusBar).how = self.link.how
+        self.query_one(PromptInput).focus()
+        self._engine_worker = self.run_worker(self.link.connect(), group="engine")
+
+    async def on_unmount(self) -> None:
+        await self.link.close()
+
+    # ---- engine news ----------------------------------------------------------------
+    def on_connection_changed(self, m: ConnectionChanged) -> None:
+        bar = self.query_one(StatusBar)
+        bar.connection, bar.how, bar.died = m.state, m.how, m.died
+        banner = self.query_one(EngineBanner)
+        if m.state == "disconnected" and m.reason:
+            banner.show_down(m.reason, m.died)
+            self.notify(m.reason, title="The engine died" if m.died else "No engine",
+                        severity="error", timeout=10)
+        else:
+            banner.hide()
+
+    def on_model_changed(self, m: ModelChanged) -> None:
+        bar = self.query_one(StatusBar)
+        bar.model_ok = m.state == "loaded"
+        bar.model = {"loading": f"loading {m.spec}…", "loaded": f"{m.name} · {m.device}",
+                     "failed": f"{m.spec}: not loaded", "none": ""}[m.state]
+        if m.state == "failed":
+            self.notify(m.detail, title=f"Model {m.spec} did not load", severity="error", timeout=10)
+
+    def on_jobs_changed(self, m: JobsChanged) -> None:
+        self.jobs = m.jobs
+        self.query_one(StatusBar).jobs = m.jobs
+        self.refresh_bindings()
+
+    def on_log_line(self, m: LogLine) -> None:
+        self.query_one(LogView).add(m.source, m.text)
+
+    # ---- actions ------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_jobs":
+            return bool(self.jobs)  # in the footer only while something runs
+        return True
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
+
+    def help_sections(self) -> HelpSections:
+        palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")
+        return [("Everywhere", [*self.BINDINGS, palette]),
+                ("Prompt", PromptInput.BINDINGS),
+                ("Top tokens", [*TopTokensTable.BINDINGS, *PredictPane.BINDINGS]),
+                ("Log", LogView.BINDINGS)]
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one(LogView)
+        if log.toggle():
+            log.focus()
+            log.scroll_end(animate=False)
+        elif self.focused is None or self.focused is log:
+            self.action_focus_prompt()
+
+    def action_focus_prompt(self) -> None:
+        self.query_one(PromptInput).focus()
+
+    def action_predict(self) -> None:
+        self.query_one(PredictPane).predict()
+
+    def action_restart_engine(self) -> None:
+        if self._engine_worker is not None and self._engine_worker.is_running:
+            self.notify("The engine is already starting.")
+            return
+        self._engine_worker = self.run_worker(self.link.restart(), group="engine")
+
+    def action_start_test_job(self) -> None:
+        self.run_worker(self._test_job(), group="jobs")
+
+    async def _test_job(self) -> None:
+        try:
+            await self.link.run("sleep", TEST_JOB)
+        except JobCancelled:
+            self.notify("The test job was cancelled.")
+        except EngineError as e:
+            self.notify(str(e), title="Test job", severity="error")
+        else:
+            self.notify("The test job finished.")
+
+    def action_cancel_jobs(self) -> None:
+        self.run_worker(self._cancel_jobs(), group="jobs")
+
+    async def _cancel_jobs(self) -> None:
+        try:
+            n = await self.link.cancel_jobs()
+        except EngineError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.notify(f"Cancelling {n} job{'s' if n != 1 else ''}." if n else "No jobs are running.")

@@ -1,0 +1,35 @@
+"""The command palette (ctrl+p): the app's actions by name.
+
+Each command names an app action, so the palette, the key bindings and the help
+screen all run the same code.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+# (name, action, help)
+COMMANDS: list[tuple[str, str, str]] = [
+    ("Predict", "predict", "Send the prompt and show the top next tokens"),
+    ("Focus prompt", "focus_prompt", "Move the cursor to the prompt"),
+    ("Toggle log", "toggle_log", "Show or hide engine stderr and app messages"),
+    ("Restart engine", "restart_engine", "Stop the engine (if it runs) and start a fresh one"),
+    ("Start test job", "start_test_job", "Run the engine's sleep job with progress in the status bar"),
+    ("Cancel jobs", "cancel_jobs", "Cancel the running engine jobs"),
+    ("Help: keys", "help", "Show every key binding"),
+]
+
+
+class SaescopeCommands(Provider):
+    async def discover(self) -> Hits:
+        for name, action, help_text in COMMANDS:
+            yield DiscoveryHit(name, partial(self.app.run_action, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, action, help_text in COMMANDS:
+            score = max(matcher.match(name), matcher.match(help_text) * 0.5)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action), help=help_text)

@@ -1,0 +1,1 @@
+"""The app's screens (modal or full), one per module."""
