@@ -125,6 +125,68 @@ def predict(
     console.print(table)
 
 
+@app.command()
+def train(
+    hook: str = typer.Option(..., "--hook", help="Hook point, e.g. blocks.0.hook_mlp_out."),
+    arch: list[str] = typer.Option(["topk"], "--arch", help="relu, jumprelu, topk or batchtopk; repeat to train side by side."),
+    out: Path = typer.Option(..., "--out", help="Run folder (one sub-folder per run when several)."),
+    d_sae: int = typer.Option(2048, "--d-sae", help="Number of features."),
+    k: int = typer.Option(32, "--k", help="Active features per token (topk, batchtopk)."),
+    l1: float = typer.Option(5.0, "--l1", help="Sparsity coefficient (relu: L1; jumprelu: L0)."),
+    tokens: int = typer.Option(2_000_000, "--tokens", help="Training tokens."),
+    seed: list[int] = typer.Option([0], "--seed", help="Initialisation seed; repeat for several."),
+    lr: float = typer.Option(4e-4, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Activations per step."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Steps between spliced-in evaluations (0: at the end)."),
+    model: str = ModelOpt,
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON file: a list of run settings (overrides the flags)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run(s) in --out from the last checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines of metrics instead of a progress bar."),
+) -> None:
+    """Train SAEs on a model's activations (several side by side from one model pass)."""
+    quiet_libraries()
+    from engine.train.runs import plan_runs, run_training_cli
+
+    try:
+        cfgs, dirs = plan_runs(hook=hook, archs=arch, seeds=seed, out=out, config=config, model=model,
+                               d_sae=d_sae, k=k, l1=l1, tokens=tokens, lr=lr, batch_size=batch_size,
+                               checkpoint_every=checkpoint_every, eval_every=eval_every)
+        results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json)
+    except UserError as e:
+        fail(str(e))
+    if as_json:
+        for r in results:
+            typer.echo(json.dumps({"kind": "final", **r}))
+
+
+@app.command("eval")
+def eval_sae(
+    sae_dir: Path = typer.Argument(..., help="An SAE folder in sae_lens format."),
+    tokens: int = typer.Option(65_536, "--tokens", help="Held-out tokens to evaluate on."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Evaluate an SAE spliced into its model: reconstruction, sparsity, CE and KL scores."""
+    quiet_libraries()
+    from engine.train.runs import evaluate_folder
+
+    try:
+        result = evaluate_folder(sae_dir, tokens, model)
+    except UserError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "value", title=str(sae_dir))
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
 @engine_app.command("serve")
 def engine_serve(
     stdio: bool = typer.Option(False, "--stdio", help="Speak the protocol on stdin/stdout."),

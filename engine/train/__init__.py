@@ -1,0 +1,1 @@
+"""SAE training: configs, activation batches, the step loop, metrics, checkpoints."""

@@ -1,0 +1,125 @@
+"""What one SAE training run is: a dataclass saved as `saescope.json` in its folder.
+
+The sae_lens training config is derived from it (`sae_lens_config`), so the
+saved run folder is the single source of truth for `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from engine.errors import UserError
+
+ARCHITECTURES = ("relu", "jumprelu", "topk", "batchtopk")
+RUN_CONFIG = "saescope.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hook: str
+    """TransformerLens hook point the SAE reads, e.g. `blocks.0.hook_mlp_out`."""
+    arch: str = "topk"
+    """relu (L1 penalty), jumprelu, topk or batchtopk."""
+    d_sae: int = 2048
+    """Number of features."""
+    k: int = 32
+    """Active features per token (topk) or on average over the batch (batchtopk)."""
+    l1: float = 5.0
+    """L1 coefficient (relu) or L0 coefficient (jumprelu)."""
+    tokens: int = 2_000_000
+    """Training tokens (activations)."""
+    seed: int = 0
+    """Seed of the SAE's initialisation."""
+    data_seed: int = 0
+    """Seed of the data order; runs that share it can share one model pass."""
+    model: str = "default"
+    """Model spec (see `saescope models`)."""
+    lr: float = 4e-4
+    batch_size: int = 4096
+    """Activations per optimiser step."""
+    warmup_fraction: float = 0.05
+    decay_fraction: float = 0.2
+    """Final fraction of steps over which the learning rate decays linearly to lr/10."""
+    dead_window: int = 1_000_000
+    """A feature that has not fired in this many tokens counts as dead."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (0: only at the end or on cancel)."""
+    eval_every: int = 0
+    """Steps between evaluations with the SAE spliced in (0: only at the end)."""
+    eval_tokens: int = 65_536
+    """Held-out tokens for each evaluation."""
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens // self.batch_size)
+
+    def validate(self, d_in: int | None = None) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise UserError(f"unknown architecture {self.arch!r}: use {', '.join(ARCHITECTURES)}")
+        if not 1 <= self.d_sae <= 1 << 20:
+            raise UserError(f"--d-sae must be between 1 and {1 << 20}, got {self.d_sae}")
+        if self.arch in ("topk", "batchtopk") and not 1 <= self.k <= self.d_sae:
+            raise UserError(f"--k must be between 1 and d_sae ({self.d_sae}), got {self.k}")
+        if self.tokens < self.batch_size:
+            raise UserError(f"--tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
+        if self.l1 < 0 or self.lr <= 0:
+            raise UserError("--l1 must be >= 0 and --lr > 0")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UserError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise UserError(f"bad training settings: {e}") from None
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "TrainConfig":
+        path = Path(run_dir) / RUN_CONFIG
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise UserError(f"{run_dir} is not a saescope training run (no {RUN_CONFIG})") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} is not valid JSON ({e})") from None
+
+
+def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int):
+    """The sae_lens training-SAE config for this run."""
+    from sae_lens import (BatchTopKTrainingSAEConfig, JumpReLUTrainingSAEConfig,
+                          StandardTrainingSAEConfig, TopKTrainingSAEConfig)
+    from sae_lens.saes.sae import SAEMetadata
+
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype="float32", device="cpu",
+                  normalize_activations="expected_average_only_in",
+                  metadata=SAEMetadata(model_name=model_name, hook_name=cfg.hook,
+                                       context_size=n_ctx, prepend_bos=True))
+    if cfg.arch == "relu":
+        return StandardTrainingSAEConfig(l1_coefficient=cfg.l1, l1_warm_up_steps=cfg.steps // 20, **common)
+    if cfg.arch == "jumprelu":
+        return JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l1, l0_warm_up_steps=cfg.steps // 20,
+                                         **common)
+    if cfg.arch == "topk":
+        return TopKTrainingSAEConfig(k=cfg.k, **common)
+    return BatchTopKTrainingSAEConfig(k=cfg.k, **common)
+
+
+def trainer_config(cfg: TrainConfig):
+    from sae_lens.config import SAETrainerConfig
+
+    steps = cfg.steps
+    return SAETrainerConfig(
+        total_training_samples=steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr, lr_end=cfg.lr / 10, lr_scheduler_name="constant",
+        lr_warm_up_steps=int(steps * cfg.warmup_fraction), lr_decay_steps=int(steps * cfg.decay_fraction),
+        device="cpu", dead_feature_window=max(1, cfg.dead_window // cfg.batch_size),
+        feature_sampling_window=max(1, cfg.dead_window // cfg.batch_size),
+    )

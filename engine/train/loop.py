@@ -1,0 +1,226 @@
+"""The training loop: several sae_lens training SAEs fed from one model pass, step by step.
+
+`train()` is what the CLI, the server and the default-SAE recipe call. It drives
+sae_lens's own `SAETrainer.step` (optimiser, schedulers, losses are sae_lens's)
+and adds what sae_lens does not do: per-step metrics streamed to a callback and
+a JSON-lines file, exact checkpoint/resume, and cooperative cancellation.
+
+Notes
+- Runs trained side by side share the model, data order and batch size, so one
+  forward pass per chunk feeds them all; they may differ in hook, architecture,
+  width, sparsity, seed and length.
+- Inputs are scaled to mean norm sqrt(d_in) (sae_lens's
+  `expected_average_only_in`); the factor is folded into the weights at the end,
+  exactly as sae_lens's own runner does, so saved SAEs take raw activations.
+- MSE is reported in the model's own units (unscaled).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.errors import UserError
+from engine.train import checkpoint as ckpt
+from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, trainer_config
+from engine.train.metrics import FiringTracker, batch_metrics, density_histogram
+
+HISTOGRAM_EVERY = 10
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    dir: Path
+    sae: object
+    trainer: object
+    tracker: FiringTracker
+    log: object  # open metrics.jsonl
+    scale: float = 1.0
+
+
+def _training_sae(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int):
+    from sae_lens import BatchTopKTrainingSAE, JumpReLUTrainingSAE, StandardTrainingSAE, TopKTrainingSAE
+
+    cls = {"relu": StandardTrainingSAE, "jumprelu": JumpReLUTrainingSAE, "topk": TopKTrainingSAE,
+           "batchtopk": BatchTopKTrainingSAE}[cfg.arch]
+    torch.manual_seed(cfg.seed)
+    return cls(sae_lens_config(cfg, d_in, model_name, n_ctx))
+
+
+def _prepare_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    saved = run_dir / RUN_CONFIG
+    if resume:
+        if not saved.exists():
+            raise UserError(f"nothing to resume in {run_dir} (no {RUN_CONFIG})")
+        old = TrainConfig.load(run_dir)
+        if old != cfg:
+            diff = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in vars(cfg)
+                    if getattr(old, k) != getattr(cfg, k)]
+            raise UserError(f"{run_dir} holds a run with a different configuration ({'; '.join(diff)})")
+        if (run_dir / "cfg.json").exists():
+            raise UserError(f"the run in {run_dir} has already finished")
+        return
+    if saved.exists() or (run_dir / "cfg.json").exists():
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from engine.atomic import atomic_write_text
+
+    atomic_write_text(saved, cfg.to_json())
+
+
+def _check_side_by_side(cfgs: list[TrainConfig]) -> None:
+    first = cfgs[0]
+    for c in cfgs[1:]:
+        if (c.model, c.data_seed, c.batch_size) != (first.model, first.data_seed, first.batch_size):
+            raise UserError("runs trained side by side must share model, data_seed and batch_size")
+
+
+def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
+          on_record: Callable[[int, dict], None] | None = None, check: Callable[[], None] = lambda: None,
+          resume: bool = False, log: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """Train every run to its end; returns each run's final `eval.json` contents."""
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from engine.corpus import load_shard
+    from engine.models import load_model
+    from engine.saes import hook_width
+    from engine.train.activations import ActivationSource
+
+    if not cfgs:
+        raise UserError("nothing to train")
+    for c in cfgs:
+        c.validate()
+    _check_side_by_side(cfgs)
+    if len({Path(d).resolve() for d in dirs}) != len(dirs):
+        raise UserError("each run needs its own output folder")
+    lm = lm or load_model(cfgs[0].model)
+    corpus = corpus or load_shard()
+    widths = {c.hook: hook_width(lm, c.hook) for c in cfgs}
+    n_ctx = lm.model.cfg.n_ctx
+    for c, d in zip(cfgs, dirs):
+        _prepare_dir(c, Path(d), resume)
+
+    source = ActivationSource(lm, corpus.windows(n_ctx, split="train"), sorted(widths),
+                              cfgs[0].batch_size, cfgs[0].data_seed)
+    runs, starts = [], []
+    for c, d in zip(cfgs, dirs):
+        d = Path(d)
+        sae = _training_sae(c, widths[c.hook], lm.name, n_ctx)
+        trainer = SAETrainer(trainer_config(c), sae, data_provider=iter(()))
+        tracker = FiringTracker(c.d_sae, c.dead_window)
+        if resume and ckpt.has_checkpoint(d):
+            start = ckpt.load_checkpoint(d, sae, trainer, tracker)
+            ckpt.truncate_metrics(d, start)
+        else:
+            start = 0
+            sample = source.norm_sample()[c.hook]
+            trainer.activation_scaler.scaling_factor = math.sqrt(widths[c.hook]) / sample.norm(dim=-1).mean().item()
+            (d / ckpt.METRICS).unlink(missing_ok=True)
+        starts.append(start)
+        runs.append(Run(c, d, sae, trainer, tracker, open(d / ckpt.METRICS, "a"),
+                        trainer.activation_scaler.scaling_factor))
+    if len(set(starts)) != 1:
+        raise UserError(f"the runs' checkpoints are at different steps ({starts}); resume them one by one")
+
+    try:
+        _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log)
+    finally:
+        for r in runs:
+            r.log.close()
+    return [_finish(r, lm, corpus, log) for r in runs]
+
+
+def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
+    total = max(r.cfg.steps for r in runs)
+    t0, tokens_done = time.time(), 0
+    for step in range(start, total):
+        try:
+            check()
+        except BaseException:
+            for r in runs:  # keep everything up to the last finished step
+                if step < r.cfg.steps:
+                    ckpt.save_checkpoint(r.dir, step, r.sae, r.trainer, r.tracker)
+            raise
+        batch = source.batch(step)
+        tokens_done += source.batch_size
+        for i, r in enumerate(runs):
+            if step >= r.cfg.steps:
+                continue
+            lr = r.trainer.optimizer.param_groups[0]["lr"]
+            out = r.trainer.step(batch[r.cfg.hook])
+            r.trainer.n_training_steps += 1
+            record = _step_record(r, out, step, lr, tokens_done / max(1e-9, time.time() - t0))
+            r.log.write(json.dumps(record) + "\n")
+            r.log.flush()
+            on_record(i, record)
+            done = step + 1
+            if done == r.cfg.steps or (r.cfg.checkpoint_every and done % r.cfg.checkpoint_every == 0):
+                ckpt.save_checkpoint(r.dir, done, r.sae, r.trainer, r.tracker)
+            if r.cfg.eval_every and done % r.cfg.eval_every == 0 and done < r.cfg.steps:
+                rec = {"kind": "eval", "step": step, **_evaluate_training(r, source.lm, check)}
+                r.log.write(json.dumps(rec) + "\n")
+                on_record(i, rec)
+        if step % 50 == 0:
+            log(f"step {step}/{total}")
+
+
+@torch.no_grad()
+def _step_record(r: Run, out, step: int, lr: float, rate: float) -> dict:
+    x = out.sae_in / r.scale
+    x_hat = out.sae_out / r.scale
+    acts = out.feature_acts
+    r.tracker.update(acts.detach())
+    rec = {"kind": "step", "step": step, "tokens": (step + 1) * r.cfg.batch_size,
+           "loss": out.loss.item(), "losses": {k: float(v) for k, v in out.losses.items()},
+           **batch_metrics(x, x_hat, acts), "dead_fraction_window": r.tracker.dead_fraction_window(),
+           "dead_fraction_density": r.tracker.dead_fraction_density(), "lr": lr, "tokens_per_s": rate}
+    if step % HISTOGRAM_EVERY == 0 or step + 1 == r.cfg.steps:
+        rec["density_histogram"] = density_histogram(r.tracker.density())
+    return rec
+
+
+def _evaluate_training(r: Run, lm, check) -> dict:
+    from engine.corpus import load_shard
+    from engine.train.evaluate import evaluate, sae_reconstructor
+
+    r.sae.eval()
+    windows = load_shard().windows(lm.model.cfg.n_ctx, split="held_out", max_tokens=r.cfg.eval_tokens)
+    result = evaluate(lm, r.cfg.hook, sae_reconstructor(r.sae, r.scale), windows, r.cfg.d_sae, check=check)
+    r.sae.train()
+    return result
+
+
+def _finish(r: Run, lm, corpus, log) -> dict:
+    """Fold the input scale, save the sae_lens inference folder, evaluate it from disk."""
+    from safetensors.torch import save_file
+
+    from engine.atomic import atomic_write_text
+    from engine.saes import load_sae
+    from engine.train.evaluate import evaluate, sae_reconstructor
+
+    r.trainer.set_final_sae_metadata()
+    r.sae.fold_activation_norm_scaling_factor(r.scale)
+    with tempfile.TemporaryDirectory(dir=r.dir, prefix=".final.") as tmp:
+        r.sae.save_inference_model(tmp)
+        save_file({"sparsity": r.tracker.density().float().clamp_min(1e-10).log10()},
+                  str(Path(tmp) / "sparsity.safetensors"))
+        for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # cfg.json last
+            os.replace(Path(tmp) / name, r.dir / name)
+    sae = load_sae(r.dir)
+    windows = corpus.windows(lm.model.cfg.n_ctx, split="held_out", max_tokens=r.cfg.eval_tokens)
+    result = {"sae": str(r.dir), "hook": r.cfg.hook, "arch": r.cfg.arch, "d_sae": r.cfg.d_sae,
+              **evaluate(lm, r.cfg.hook, sae_reconstructor(sae), windows, r.cfg.d_sae)}
+    atomic_write_text(r.dir / "eval.json", json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(r.dir / ckpt.CHECKPOINT, ignore_errors=True)
+    log(f"{r.dir}: explained variance {result['explained_variance']:.3f}, L0 {result['l0']:.1f}")
+    return result

@@ -1,0 +1,139 @@
+"""Every SAE metric saescope shows, computed here and nowhere else.
+
+Notes
+- Explained variance is `1 - sum||x - x_hat||^2 / sum||x - mean(x)||^2`, the
+  mean taken per dimension over the same tokens. Streaming versions accumulate in
+  float64 so that millions of tokens do not lose precision.
+- "Dead" has two definitions, both reported: not fired in the last `window`
+  tokens (the usual training-time one), and a firing density below
+  `DENSITY_THRESHOLD` over the last full sampling window.
+- CE scores: `ce_loss_score = (ce_zero - ce_sae) / (ce_zero - ce_clean)` and
+  `kl_div_score = (kl_zero - kl_sae) / kl_zero`, with KL(clean || patched) per
+  token. The SAE (or zero) replaces the hook's activation at every position
+  except the BOS position, which the SAEs are not trained on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+DENSITY_THRESHOLD = 1e-5
+HIST_BINS = torch.linspace(-8, 0, 33)  # log10 density bin edges; dead features go in the first
+
+
+def batch_metrics(x: torch.Tensor, x_hat: torch.Tensor, acts: torch.Tensor) -> dict:
+    """Reconstruction and sparsity of one batch (`x`, `x_hat`: [n, d]; `acts`: [n, d_sae])."""
+    x, x_hat = x.double(), x_hat.double()
+    err = (x - x_hat).pow(2).sum(-1)
+    total = (x - x.mean(0)).pow(2).sum(-1)
+    return {
+        "mse": err.mean().item() / x.shape[-1],
+        "explained_variance": 1.0 - err.sum().item() / total.sum().item(),
+        "l0": (acts != 0).sum(-1).double().mean().item(),
+        "l1": acts.abs().sum(-1).double().mean().item(),
+    }
+
+
+class StreamingReconstruction:
+    """Explained variance and MSE over many batches, accumulated in float64."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sum_x: torch.Tensor | None = None
+        self.sum_sq = 0.0
+        self.sum_err = 0.0
+        self.sum_l0 = 0.0
+
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor, acts: torch.Tensor | None = None) -> None:
+        x, x_hat = x.double(), x_hat.double()
+        self.n += x.shape[0]
+        s = x.sum(0)
+        self.sum_x = s if self.sum_x is None else self.sum_x + s
+        self.sum_sq += x.pow(2).sum().item()
+        self.sum_err += (x - x_hat).pow(2).sum().item()
+        if acts is not None:
+            self.sum_l0 += (acts != 0).sum().item()
+
+    def result(self) -> dict:
+        d = self.sum_x.shape[0]
+        total = self.sum_sq - self.sum_x.pow(2).sum().item() / self.n
+        return {"mse": self.sum_err / (self.n * d), "explained_variance": 1.0 - self.sum_err / total,
+                "l0": self.sum_l0 / self.n}
+
+
+class FiringTracker:
+    """Per-feature firing: tokens since last fired, and density over a sampling window."""
+
+    def __init__(self, d_sae: int, window: int) -> None:
+        self.window = window
+        self.since_fired = torch.zeros(d_sae, dtype=torch.long)
+        self.counts = torch.zeros(d_sae, dtype=torch.long)
+        self.tokens = 0
+        self.last_density: torch.Tensor | None = None  # density over the last full window
+
+    def update(self, acts: torch.Tensor) -> None:
+        fired = acts != 0
+        n = acts.shape[0]
+        any_fired = fired.any(0)
+        # tokens since the last firing: the last firing row within this batch, if any
+        last_row = torch.where(fired, torch.arange(n).unsqueeze(1), -1).max(0).values
+        self.since_fired = torch.where(any_fired, n - 1 - last_row, self.since_fired + n)
+        self.counts += fired.sum(0)
+        self.tokens += n
+        if self.tokens >= self.window:
+            self.last_density = self.counts.double() / self.tokens
+            self.counts.zero_()
+            self.tokens = 0
+
+    def density(self) -> torch.Tensor:
+        """Density over the last full window (or what there is so far)."""
+        if self.last_density is not None:
+            return self.last_density
+        return self.counts.double() / max(1, self.tokens)
+
+    def dead_fraction_window(self) -> float:
+        return (self.since_fired >= self.window).double().mean().item()
+
+    def dead_fraction_density(self) -> float:
+        return (self.density() < DENSITY_THRESHOLD).double().mean().item()
+
+    def state_dict(self) -> dict:
+        return {"since_fired": self.since_fired, "counts": self.counts,
+                "tokens": torch.tensor(self.tokens),
+                "last_density": self.last_density if self.last_density is not None else torch.empty(0)}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.since_fired, self.counts = sd["since_fired"].clone(), sd["counts"].clone()
+        self.tokens = int(sd["tokens"])
+        self.last_density = sd["last_density"].clone() if sd["last_density"].numel() else None
+
+
+def density_histogram(density: torch.Tensor) -> dict:
+    """Histogram of log10 feature density; features that never fired are counted apart."""
+    dead = int((density == 0).sum())
+    logd = density[density > 0].double().log10().clamp(HIST_BINS[0].item(), HIST_BINS[-1].item())
+    counts = torch.histc(logd.float(), bins=len(HIST_BINS) - 1, min=HIST_BINS[0].item(),
+                         max=HIST_BINS[-1].item()) if logd.numel() else torch.zeros(len(HIST_BINS) - 1)
+    return {"edges": HIST_BINS.tolist(), "counts": [int(c) for c in counts.tolist()], "never_fired": dead}
+
+
+def ce_scores(ce_clean: float, ce_sae: float, ce_zero: float, kl_sae: float, kl_zero: float) -> dict:
+    denom = ce_zero - ce_clean
+    return {
+        "ce_loss_clean": ce_clean, "ce_loss_with_sae": ce_sae, "ce_loss_zero_ablation": ce_zero,
+        "ce_loss_score": (ce_zero - ce_sae) / denom if denom != 0 else math.nan,
+        "kl_div_with_sae": kl_sae, "kl_div_zero_ablation": kl_zero,
+        "kl_div_score": (kl_zero - kl_sae) / kl_zero if kl_zero != 0 else math.nan,
+    }
+
+
+def token_ce_and_kl(clean_logits: torch.Tensor, logits: torch.Tensor, tokens: torch.Tensor):
+    """Summed next-token CE of `logits`, summed KL(clean || logits), and the token count."""
+    lp = logits[:, :-1].double().log_softmax(-1)
+    lp_clean = clean_logits[:, :-1].double().log_softmax(-1)
+    target = tokens[:, 1:]
+    ce = -lp.gather(-1, target.unsqueeze(-1)).sum().item()
+    kl = (lp_clean.exp() * (lp_clean - lp)).sum().item()
+    return ce, kl, target.numel()

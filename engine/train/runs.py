@@ -1,0 +1,99 @@
+"""Headless entry points for training and evaluation (what `saescope train/eval` call).
+
+Notes
+- One `--arch` and one `--seed` train into `--out` itself; several train into
+  `--out/<arch>` (or `--out/<arch>-s<seed>` with several seeds), side by side.
+- A `--config` file is a JSON list of `TrainConfig` fields, each with an optional
+  `"out"` sub-folder name.
+- The progress display goes to stderr, so `--json` lines on stdout stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.train.config import TrainConfig
+
+
+def plan_runs(hook: str, archs: list[str], seeds: list[int], out: Path, config: Path | None,
+              **settings) -> tuple[list[TrainConfig], list[Path]]:
+    if config is not None:
+        try:
+            entries = json.loads(Path(config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read --config {config}: {e}") from None
+        if not isinstance(entries, list) or not entries:
+            raise UserError("--config must hold a non-empty JSON list of runs")
+        cfgs, dirs = [], []
+        for i, e in enumerate(entries):
+            e = dict(e)
+            sub = e.pop("out", f"run{i}")
+            cfgs.append(TrainConfig.from_dict(e))
+            dirs.append(Path(out) / sub)
+        return cfgs, dirs
+    cfgs, dirs = [], []
+    for arch in archs:
+        for seed in seeds:
+            cfgs.append(TrainConfig(hook=hook, arch=arch, seed=seed, **settings))
+            name = arch if len(seeds) == 1 else f"{arch}-s{seed}"
+            dirs.append(Path(out) if len(archs) * len(seeds) == 1 else Path(out) / name)
+    return cfgs, dirs
+
+
+def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool) -> list[dict]:
+    from engine.train.loop import train
+
+    if as_json:
+        def on_record(i: int, rec: dict) -> None:
+            rec = {k: v for k, v in rec.items() if k != "density_histogram"}
+            print(json.dumps({"run": str(dirs[i]), **rec}), flush=True)
+        return train(cfgs, dirs, on_record=on_record, resume=resume)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    # Started at the first record, so a configuration error prints no empty bars.
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                        TimeRemainingColumn(), console=console, refresh_per_second=4)
+    tasks: list = []
+
+    def on_record(i: int, rec: dict) -> None:
+        if not tasks:
+            progress.start()
+            tasks.extend(progress.add_task(f"{c.arch:>9} {Path(d).name}", total=c.steps, info="")
+                         for c, d in zip(cfgs, dirs))
+        if rec.get("kind") != "step":
+            return
+        progress.update(tasks[i], completed=rec["step"] + 1,
+                        info=f"loss {rec['loss']:.4f}  EV {rec['explained_variance']:.3f}  "
+                             f"L0 {rec['l0']:.1f}  dead {rec['dead_fraction_window']:.1%}  "
+                             f"{rec['tokens_per_s']:.0f} tok/s")
+    try:
+        results = train(cfgs, dirs, on_record=on_record, resume=resume)
+    finally:
+        progress.stop()
+    for r in results:
+        console.print(f"[bold]{r['sae']}[/]: EV {r['explained_variance']:.3f}  L0 {r['l0']:.1f}  "
+                      f"CE score {r['ce_loss_score']:.3f}  dead {r['dead_fraction']:.1%}")
+    return results
+
+
+def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=None) -> dict:
+    """`saescope eval`: the metrics of a saved SAE on held-out shard tokens."""
+    from engine.corpus import load_shard
+    from engine.models import load_model
+    from engine.saes import check_fits, load_sae, model_spec_for
+    from engine.train.evaluate import evaluate, sae_reconstructor
+
+    if tokens < 256:
+        raise UserError("--tokens must be at least 256")
+    sae = load_sae(sae_dir)
+    lm = lm or load_model(model or model_spec_for(sae))
+    hook = check_fits(sae, lm)
+    windows = load_shard().windows(lm.model.cfg.n_ctx, split="held_out", max_tokens=tokens)
+    result = evaluate(lm, hook, sae_reconstructor(sae), windows, sae.cfg.d_sae)
+    return {"sae": str(sae_dir), "hook": hook, "architecture": sae.cfg.architecture(),
+            "d_sae": sae.cfg.d_sae, **result}
