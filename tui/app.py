@@ -8,10 +8,13 @@ Notes
 - Keys that must work while typing in the prompt are ctrl keys or F1; the letter
   keys (`?`, `l`, `r`) do the same where no text field has focus.
 - Starting and restarting the engine never runs twice at once: cancelling a start
-  halfway could orphan an engine process.
+  halfway could orphan an engine process. Restarting an engine that still runs
+  takes a second press (the palette's command counts as confirmed).
 """
 
 from __future__ import annotations
+
+import time
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -32,6 +35,7 @@ from tui.widgets.status_bar import StatusBar
 from tui.widgets.top_tokens import TopTokensTable
 
 TEST_JOB = {"seconds": 60.0, "steps": 120}
+RESTART_CONFIRM_S = 3.0
 
 
 class SaescopeApp(App[None]):
@@ -44,8 +48,8 @@ class SaescopeApp(App[None]):
         Binding("l,ctrl+l", "toggle_log", "Log", id="app.toggle_log",
                 tooltip="Show or hide the log (engine stderr)"),
         Binding("ctrl+r,r", "restart_engine", "Restart", id="app.restart_engine",
-                tooltip="Restart the engine"),
-        Binding("ctrl+g", "cancel_jobs", "Cancel jobs", id="app.cancel_jobs",
+                tooltip="Restart the engine (twice while it runs)"),
+        Binding("ctrl+g", "cancel_jobs", "Cancel", id="app.cancel_jobs",
                 tooltip="Cancel the running engine jobs"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, tooltip="Quit saescope"),
     ]
@@ -55,6 +59,7 @@ class SaescopeApp(App[None]):
         self.link = EngineLink(target, model_spec, self.post_message)
         self.jobs: tuple[JobView, ...] = ()
         self._engine_worker: Worker | None = None
+        self._restart_asked = 0.0
 
     def compose(self) -> ComposeResult:
         yield StatusBar()
@@ -79,7 +84,7 @@ class SaescopeApp(App[None]):
         bar.connection, bar.how, bar.died = m.state, m.how, m.died
         banner = self.query_one(EngineBanner)
         if m.state == "disconnected" and m.reason:
-            banner.show_down(m.reason, m.died)
+            banner.show_down(m.reason, m.died, remote=self.link.target.how == "tcp")
             self.notify(m.reason, title="The engine died" if m.died else "No engine",
                         severity="error", timeout=10)
         else:
@@ -90,7 +95,7 @@ class SaescopeApp(App[None]):
         bar.model_ok = m.state == "loaded"
         bar.model = {"loading": f"loading {m.spec}…", "loaded": f"{m.name} · {m.device}",
                      "failed": f"{m.spec}: not loaded", "none": ""}[m.state]
-        if m.state == "failed":
+        if m.state == "failed" and self.link.connected:  # a death is reported on its own
             self.notify(m.detail, title=f"Model {m.spec} did not load", severity="error", timeout=10)
 
     def on_jobs_changed(self, m: JobsChanged) -> None:
@@ -132,10 +137,17 @@ class SaescopeApp(App[None]):
     def action_predict(self) -> None:
         self.query_one(PredictPane).predict()
 
-    def action_restart_engine(self) -> None:
+    def action_restart_engine(self, confirmed: bool = False) -> None:
         if self._engine_worker is not None and self._engine_worker.is_running:
             self.notify("The engine is already starting.")
             return
+        # A stray `r` must not throw away a running engine (and its jobs): ask twice.
+        now = time.monotonic()
+        if self.link.connected and not confirmed and now - self._restart_asked > RESTART_CONFIRM_S:
+            self._restart_asked = now
+            self.notify("The engine is running: press again to restart it.", timeout=RESTART_CONFIRM_S)
+            return
+        self._restart_asked = 0.0
         self._engine_worker = self.run_worker(self.link.restart(), group="engine")
 
     def action_start_test_job(self) -> None:

@@ -165,6 +165,9 @@ class EngineClient:
                 asyncio.open_connection(host, port, limit=STREAM_LIMIT), self.hello_timeout)
         except asyncio.TimeoutError:
             raise EngineGone(f"cannot connect to {host}:{port}: timed out") from None
+        except ConnectionRefusedError:
+            raise EngineGone(f"cannot connect to {host}:{port}: connection refused "
+                             "(is `saescope engine serve --listen` running there?)") from None
         except OSError as e:
             raise EngineGone(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
         self.on_log("client", f"connected to {host}:{port}; the engine's own log stays on that side")

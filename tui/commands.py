@@ -15,7 +15,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("Predict", "predict", "Send the prompt and show the top next tokens"),
     ("Focus prompt", "focus_prompt", "Move the cursor to the prompt"),
     ("Toggle log", "toggle_log", "Show or hide engine stderr and app messages"),
-    ("Restart engine", "restart_engine", "Stop the engine (if it runs) and start a fresh one"),
+    ("Restart engine", "restart_engine(True)", "Stop the engine (if it runs) and start a fresh one"),
     ("Start test job", "start_test_job", "Run the engine's sleep job with progress in the status bar"),
     ("Cancel jobs", "cancel_jobs", "Cancel the running engine jobs"),
     ("Help: keys", "help", "Show every key binding"),

@@ -75,7 +75,7 @@ class EngineLink:
         self._model_task = asyncio.create_task(self._load_model())
 
     async def restart(self) -> None:
-        self.log("restarting the engine")
+        self.log("reconnecting to the engine" if self.target.how == "tcp" else "restarting the engine")
         await self.close()
         await self.connect()
 

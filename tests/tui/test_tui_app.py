@@ -135,6 +135,11 @@ def test_help_and_log(make_app, wait_until):
         async with app.run_test(size=(80, 24)) as pilot:
             log = app.query_one(LogView)
             await wait_until(pilot, lambda: app.link.connected, 30, "the engine")
+            pid = app.link.engine_pid
+            await pilot.press("ctrl+r")  # a running engine is restarted only on a second press
+            await pilot.pause(0.3)
+            assert app.link.connected and app.link.engine_pid == pid
+
             await pilot.press("f1")
             assert isinstance(app.screen, HelpScreen)
             await pilot.press("escape")

@@ -22,10 +22,12 @@ class EngineBanner(Static):
     EngineBanner.-shown { display: block; }
     """
 
-    def show_down(self, reason: str, died: bool) -> None:
+    def show_down(self, reason: str, died: bool, remote: bool = False) -> None:
+        """`remote`: the app attached over TCP, so ctrl+r reconnects rather than restarts."""
         what = "The engine died" if died else "No engine"
+        restart = "reconnects" if remote else "restarts it"
         self.update(f"[b]{what}:[/b] {escape(reason)}\n"
-                    "Your prompt and results are kept. [b]ctrl+r[/b] restarts it, [b]ctrl+l[/b] shows the log.")
+                    f"Your prompt and results are kept. [b]ctrl+r[/b] {restart}, [b]ctrl+l[/b] shows the log.")
         self.add_class("-shown")
 
     def hide(self) -> None:

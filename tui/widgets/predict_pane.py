@@ -31,12 +31,12 @@ TOP = 10
 
 class PredictPane(Vertical):
     BINDINGS = [
-        Binding("slash,i", "focus_prompt", "Edit prompt", id="predict.focus_prompt",
+        Binding("slash,i", "focus_prompt", "Prompt", id="predict.focus_prompt",
                 tooltip="Move the cursor to the prompt"),
     ]
     DEFAULT_CSS = """
     PredictPane { height: 1fr; }
-    PredictPane #predict-info { height: 1; padding: 0 1; color: $text-muted; }
+    PredictPane #predict-info { height: auto; max-height: 3; padding: 0 1; color: $text-muted; }
     PredictPane #predict-info.-error { color: $text-error; }
     """
 

@@ -30,7 +30,7 @@ class TopTokensTable(DataTable):
         Binding("k", "cursor_up", "Up", show=False, group=Binding.Group("Move down / up")),
         Binding("g", "scroll_top", "First", show=False, group=Binding.Group("First / last")),
         Binding("G", "scroll_bottom", "Last", show=False, group=Binding.Group("First / last")),
-        Binding("enter", "select_cursor", "Append token", id="top.append",
+        Binding("enter", "select_cursor", "Append", id="top.append",
                 tooltip="Append the token to the prompt and predict"),
     ]
     DEFAULT_CSS = """
