@@ -2,9 +2,8 @@
 and a poller that waits for a condition while the app keeps running.
 
 Notes
-- Test files are named `test_tui_*` and this folder has no `__init__.py`: with
-  one, pytest would put `tests/` on sys.path under the package name `tui` and
-  shadow the real `tui` package.
+- This folder is the package `tests.tui` (tests/ has an `__init__.py` too); were
+  it a top-level package, pytest would import it as `tui` and shadow the app.
 - The engine is always real (a subprocess speaking the protocol), with the
   shipped default model; nothing here sets SAESCOPE_WEIGHTS.
 """
