@@ -139,6 +139,7 @@ def train(
     batch_size: int = typer.Option(4096, "--batch-size", help="Activations per step."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between spliced-in evaluations (0: at the end)."),
+    eval_tokens: int = typer.Option(65_536, "--eval-tokens", help="Held-out tokens for each evaluation."),
     model: str = ModelOpt,
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file: a list of run settings (overrides the flags)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run(s) in --out from the last checkpoint."),
@@ -151,7 +152,8 @@ def train(
     try:
         cfgs, dirs = plan_runs(hook=hook, archs=arch, seeds=seed, out=out, config=config, model=model,
                                d_sae=d_sae, k=k, l1=l1, tokens=tokens, lr=lr, batch_size=batch_size,
-                               checkpoint_every=checkpoint_every, eval_every=eval_every)
+                               checkpoint_every=checkpoint_every, eval_every=eval_every,
+                               eval_tokens=eval_tokens)
         results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json)
     except UserError as e:
         fail(str(e))
