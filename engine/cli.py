@@ -227,6 +227,18 @@ def recipe_default_model(
     mini_gelu.main(argv)
 
 
+@recipe_app.command("default-saes", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def recipe_default_saes(ctx: typer.Context) -> None:
+    """Retrain the six default SAEs under weights/saes/ (see engine/recipes/default_saes.py)."""
+    quiet_libraries()
+    from engine.recipes import default_saes
+
+    try:
+        default_saes.main(ctx.args)
+    except UserError as e:
+        fail(str(e))
+
+
 def main() -> None:
     app()
 
