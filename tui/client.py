@@ -29,7 +29,7 @@ import collections
 import contextlib
 import itertools
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import msgspec
@@ -63,7 +63,6 @@ class PendingRequest:
     method: str
     reply: asyncio.Future
     on_event: Optional[Callable[[Event], None]] = None
-    sent_at: float = field(default=0.0)
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -193,7 +192,7 @@ class EngineClient:
         if self.gone is not None:
             raise EngineGone(f"the engine is not running ({self.gone})")
         loop = asyncio.get_running_loop()
-        pending = PendingRequest(str(next(self._ids)), method, loop.create_future(), on_event, loop.time())
+        pending = PendingRequest(str(next(self._ids)), method, loop.create_future(), on_event)
         self._pending[pending.id] = pending
         try:
             await self._write(encode(Request(pending.id, method, params or {})))

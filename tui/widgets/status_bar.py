@@ -1,6 +1,7 @@
 """The one-line bar at the top: connection, model, device and running jobs.
 
 Notes
+- When the line is too narrow, the app's name goes first, then the end is cut.
 - It shows only facts that are stable once the app is idle (no clock, no pid, no
   timings), so snapshots of an idle app are deterministic.
 """
@@ -52,9 +53,12 @@ class StatusBar(Widget):
             label = "○ engine died"
         sep = (" │ ", "$text-muted")
         model_style = "" if self.model_ok and self.connection == "connected" else "$text-muted"
-        return Content.assemble(
-            (" saescope", "bold $accent"), sep,
+        facts = Content.assemble(
             (label, colour), (f" · {self.how}" if self.how else "", ""), sep,
             (self.model or "no model", model_style), sep,
             (jobs_text(self.jobs), "$warning" if self.jobs else "$text-muted"),
         )
+        brand = Content.assemble((" saescope", "bold $accent"), sep)
+        if brand.cell_length + facts.cell_length > self.size.width:
+            return Content(" ") + facts  # the facts matter more than the name
+        return brand + facts
