@@ -10,6 +10,8 @@ Notes
   progress, so a prompt typed while the model loads is answered when it is ready.
 - Job progress arrives as fast as the engine sends it; the status bar is told at
   most every `JOBS_REFRESH` seconds, but at once when a job starts or ends.
+- A TCP engine may already hold the model (loaded at its start, or for another
+  client); `model.info` is asked first so it is not loaded twice.
 - `finished` keeps the last few (id, method, status) so tests and the log can see
   how each job ended.
 """
@@ -91,7 +93,9 @@ class EngineLink:
         self.model, self.model_error = None, ""
         self._post(ModelChanged("loading", spec))
         try:
-            info = await self.run("model.load", {"spec": spec})
+            info = await self._live_client().call("model.info")
+            if not (info.get("loaded") and info.get("spec") == spec):
+                info = await self.run("model.load", {"spec": spec})
         except EngineError as e:
             self.model_error = f"the model {spec!r} did not load: {e}"
             self.log(self.model_error)

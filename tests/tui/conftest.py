@@ -10,6 +10,9 @@ Notes
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -55,3 +58,31 @@ def model_loaded(wait_until):
         assert app.link.model is not None, app.link.model_error
 
     return wait
+
+
+def _listening_engine(*extra: str):
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "engine", "serve", "--listen", "127.0.0.1:0",
+                             "--token", "s3cret", *extra], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # the engine prints its address once it listens
+            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                break
+        else:
+            raise AssertionError("the engine did not start listening")
+        yield f"127.0.0.1:{m.group(1)}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def tcp_engine():
+    """HOST:PORT of a real engine listening on loopback with the token `s3cret`."""
+    yield from _listening_engine()
+
+
+@pytest.fixture
+def tcp_engine_with_model():
+    """Like `tcp_engine`, with the default model loaded at start."""
+    yield from _listening_engine("--model", "default")

@@ -9,6 +9,7 @@ import os
 import signal
 
 from tui.screens.help import HelpScreen
+from tui.target import EngineTarget
 from tui.widgets.engine_banner import EngineBanner
 from tui.widgets.log_view import LogView
 from tui.widgets.predict_pane import PredictPane
@@ -153,5 +154,20 @@ def test_help_and_log(make_app, wait_until):
             assert isinstance(app.screen, HelpScreen)
             await pilot.press("q", "l")
             assert not log.display and app.focused is app.query_one(PromptInput)
+
+    asyncio.run(main())
+
+
+def test_attaches_to_a_listening_engine(make_app, model_loaded, wait_until, tcp_engine_with_model):
+    async def main():
+        app = make_app(EngineTarget.tcp(tcp_engine_with_model, token="s3cret"))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await model_loaded(pilot)
+            assert f"● connected · tcp {tcp_engine_with_model}" in status_text(app)
+            assert [m for _, m, _ in app.link.finished] == []  # the engine had the model: no reload
+            pane = app.query_one(PredictPane)
+            await pilot.press(*"Emma", "enter")
+            await wait_until(pilot, lambda: pane.result is not None, 30, "a prediction")
+            assert pane.result["tokens"][-1] == "Emma"
 
     asyncio.run(main())

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from engine.protocol import PROTOCOL_VERSION
-from tui.client import EngineClient, EngineError, EngineGone, JobCancelled
+from tui.client import EngineClient, EngineError, EngineGone, JobCancelled, result_of
 from tui.target import EngineTarget
 
 
@@ -61,7 +58,6 @@ def test_cancelling_a_job_and_abandoning_a_request():
             reply = await asyncio.wait_for(client.wait(pending), 10)
             assert reply.status == "cancelled"
             with pytest.raises(JobCancelled):
-                from tui.client import result_of
                 result_of("sleep", reply)
 
             # A caller that gives up (its task is cancelled) stops the engine's job too.
@@ -106,24 +102,6 @@ def test_engine_killed_mid_request_fails_pending_requests_and_restart_recovers()
         assert reasons == ["killed by SIGKILL"]  # a close is not reported as a death
 
     asyncio.run(main())
-
-
-@pytest.fixture
-def tcp_engine():
-    """A real engine listening on a free loopback port with a known token."""
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "engine", "serve", "--listen", "127.0.0.1:0",
-                             "--token", "s3cret"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stderr:
-            if m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-                break
-        else:
-            raise AssertionError("the engine did not start listening")
-        yield f"127.0.0.1:{m.group(1)}"
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_tcp_with_token(tcp_engine):
