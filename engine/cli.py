@@ -189,6 +189,68 @@ def eval_sae(
     Console().print(table)
 
 
+@app.command()
+def index(
+    sae_dir: Path = typer.Argument(..., help="An SAE folder in sae_lens format."),
+    tokens: int = typer.Option(1 << 20, "--tokens", help="Corpus tokens to index."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Text files, a folder, or a saved HF dataset (default: the shipped shard)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if a current index exists."),
+) -> None:
+    """Build the feature index (top examples, histograms, densities) beside the SAE."""
+    quiet_libraries()
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from engine.inspect import open_view
+
+    console = Console(stderr=True)
+    try:
+        view = open_view(sae_dir, model, corpus, tokens)
+        t0 = time.time()
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"indexing {view.windows.numel():,} tokens", total=1.0)
+            idx = view.ensure_index(progress=lambda f: progress.update(task, completed=f), rebuild=rebuild)
+    except UserError as e:
+        fail(str(e))
+    dt = time.time() - t0
+    alive = int((idx.fire_count > 0).sum())
+    console.print(f"index of {idx.meta['tokens']:,} tokens ready in {dt:.1f}s: {alive}/{view.d_sae} features fire")
+
+
+@app.command()
+def inspect(
+    sae_dir: Path = typer.Argument(..., help="An SAE folder in sae_lens format."),
+    feature: int = typer.Argument(..., help="Feature number."),
+    top: int = typer.Option(10, "--top", "-n", help="How many top examples."),
+    tokens: int = typer.Option(1 << 20, "--tokens", help="Corpus tokens of the index (built if missing)."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Corpus of the index (default: the shipped shard)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show what a feature means: top examples, histogram, logit effects, neighbours."""
+    quiet_libraries()
+    from engine.inspect import open_view
+
+    try:
+        view = open_view(sae_dir, model, corpus, tokens)
+        view.check_feature(feature)
+        view.ensure_index()
+        page = view.feature_page(feature, top=top)
+    except UserError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(page))
+        return
+    from rich.console import Console
+
+    from engine.render import render_feature_page
+
+    Console().print(render_feature_page(page))
+
+
 @engine_app.command("serve")
 def engine_serve(
     stdio: bool = typer.Option(False, "--stdio", help="Speak the protocol on stdin/stdout."),

@@ -1,0 +1,225 @@
+"""What a feature means: its page (examples, histogram, logit effects, neighbours),
+live activations on typed text, and searches over features.
+
+`SaeView` ties an SAE folder to the loaded model and a corpus; the CLI, the
+server and (through the server) the Inspector pane all read features through it.
+
+Notes
+- Example windows are re-run through model and SAE when a page is asked for
+  (k windows, a few milliseconds), so the index stores no per-token activations.
+- Logit effects use the direct path: the decoder direction times the unembedding
+  (through the MLP's W_out first for `mlp.hook_post` SAEs), without the final
+  LayerNorm's scale, which is the usual reading in SAE dashboards.
+- `description` is the few tokens most often at the maximum of the top examples:
+  the short label the ablation tree shows beside a feature.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from engine.errors import UserError
+from engine.index import FeatureIndex, build_index, load_index, sae_identity, save_index
+
+DEFAULT_INDEX_TOKENS = 1 << 20
+CONTEXT_BEFORE, CONTEXT_AFTER = 20, 6
+
+
+class SaeView:
+    def __init__(self, lm, sae_dir: str | Path, corpus=None, index_tokens: int = DEFAULT_INDEX_TOKENS):
+        from engine.corpus import load_shard
+        from engine.saes import check_fits, load_sae
+
+        self.lm, self.dir = lm, Path(sae_dir).expanduser()
+        self.sae = load_sae(self.dir)
+        self.hook = check_fits(self.sae, lm)
+        self.corpus = corpus or load_shard()
+        n_ctx = lm.model.cfg.n_ctx
+        self.windows = self.corpus.windows(n_ctx, split=None, max_tokens=index_tokens)
+        self.identity = {"sae": sae_identity(self.dir), "corpus": self.corpus.identity,
+                         "corpus_windows": len(self.windows)}
+        self.index: FeatureIndex | None = load_index(self.dir, self.corpus.name, self.identity)
+        self._vocab: list[str] | None = None
+        self._logit_matrix: torch.Tensor | None = None
+
+    @property
+    def d_sae(self) -> int:
+        return self.sae.cfg.d_sae
+
+    # ---- the index -------------------------------------------------------------
+    def ensure_index(self, progress: Callable[[float], None] = lambda f: None,
+                     check: Callable[[], None] = lambda: None, rebuild: bool = False) -> FeatureIndex:
+        if self.index is None or rebuild:
+            self.index = build_index(self.lm, self.sae, self.hook, self.windows, self.identity,
+                                     progress=progress, check=check)
+            save_index(self.index, self.dir, self.corpus.name)
+        return self.index
+
+    def _require_index(self) -> FeatureIndex:
+        if self.index is None:
+            raise UserError(f"{self.dir} has no index for this corpus yet: run `saescope index {self.dir}`")
+        return self.index
+
+    def check_feature(self, feature: int) -> int:
+        if not 0 <= feature < self.d_sae:
+            raise UserError(f"feature {feature} is out of range: this SAE has features 0..{self.d_sae - 1}")
+        return feature
+
+    # ---- tokens ----------------------------------------------------------------
+    def vocab(self) -> list[str]:
+        if self._vocab is None:
+            tok = self.lm.tokenizer
+            self._vocab = [tok.decode([i]) for i in range(self.lm.model.cfg.d_vocab)]
+        return self._vocab
+
+    @torch.no_grad()
+    def _acts(self, tokens: torch.Tensor) -> torch.Tensor:
+        """SAE activations [n, t, S] for token rows (BOS position included, as zeros)."""
+        from engine.index import _stop_layer
+
+        _, cache = self.lm.model.run_with_cache(tokens, names_filter=[self.hook], stop_at_layer=_stop_layer(self.hook))
+        x = cache[self.hook].float()
+        acts = self.sae.encode(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+        acts[:, 0] = 0  # BOS: not what the SAE was trained on
+        return acts
+
+    def _examples(self, feature: int, windows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
+                  limit: int) -> list[dict]:
+        keep = windows >= 0
+        windows, positions, values = windows[keep][:limit], positions[keep][:limit], values[keep][:limit]
+        if len(windows) == 0:
+            return []
+        rows = self.windows[windows]
+        acts = self._acts(rows)[:, :, feature]
+        vocab = self.vocab()
+        out = []
+        for row, act, pos, value, w in zip(rows, acts, positions.tolist(), values.tolist(), windows.tolist()):
+            lo, hi = max(1, pos - CONTEXT_BEFORE), min(len(row), pos + CONTEXT_AFTER + 1)
+            out.append({"window": w, "max": value, "position": pos - lo,
+                        "tokens": [vocab[i] for i in row[lo:hi].tolist()],
+                        "acts": [round(a, 4) for a in act[lo:hi].tolist()]})
+        return out
+
+    # ---- the page --------------------------------------------------------------
+    def feature_page(self, feature: int, top: int = 10, n_logits: int = 10, n_neighbours: int = 8) -> dict:
+        self.check_feature(feature)
+        idx = self._require_index()
+        examples = self._examples(feature, idx.top_windows[feature], idx.top_positions[feature],
+                                  idx.top_values[feature], top)
+        seen = {e["window"] for e in examples}
+        sample_order = idx.sample_values[feature].argsort(descending=True)
+        sw, sp, sv = (t[feature][sample_order] for t in (idx.sample_windows, idx.sample_positions, idx.sample_values))
+        fresh = torch.tensor([w not in seen for w in sw.tolist()], dtype=torch.bool)
+        samples = self._examples(feature, sw[fresh], sp[fresh], sv[fresh], max(3, top // 2))
+        counts = idx.hist[feature].tolist()
+        return {
+            "sae": str(self.dir), "hook": self.hook, "feature": feature, "d_sae": self.d_sae,
+            "density": float(idx.density[feature]), "fire_count": int(idx.fire_count[feature]),
+            "max_activation": float(idx.max_act[feature]), "mean_activation": float(idx.mean_act[feature]),
+            "index_tokens": idx.meta["tokens"],
+            "description": describe(examples),
+            "examples": examples, "samples": samples,
+            "histogram": {"edges": idx.meta["hist_edges"], "counts": counts},
+            "logits": self.logit_effects(feature, n_logits),
+            "neighbours": self.neighbours(feature, n_neighbours),
+        }
+
+    def _logits(self) -> torch.Tensor | None:
+        """[S, d_vocab] direct-path logit effect of each feature's decoder direction."""
+        if self._logit_matrix is None:
+            m = self.lm.model
+            W_dec = self.sae.W_dec.detach().float()
+            if W_dec.shape[1] == m.cfg.d_model and re.search(r"hook_(resid_\w+|mlp_out|attn_out)$", self.hook):
+                self._logit_matrix = W_dec @ m.W_U.float()
+            elif (mm := re.match(r"blocks\.(\d+)\.mlp\.hook_post$", self.hook)):
+                self._logit_matrix = W_dec @ m.blocks[int(mm.group(1))].mlp.W_out.float() @ m.W_U.float()
+        return self._logit_matrix
+
+    @torch.no_grad()
+    def logit_effects(self, feature: int, n: int = 10) -> dict:
+        L = self._logits()
+        if L is None:
+            return {"top": [], "bottom": [], "note": f"no direct path to the logits from {self.hook}"}
+        row, vocab = L[feature], self.vocab()
+        top, bottom = row.topk(n), row.topk(n, largest=False)
+        return {"top": [{"token": vocab[i], "id": i, "value": v} for v, i in zip(top.values.tolist(), top.indices.tolist())],
+                "bottom": [{"token": vocab[i], "id": i, "value": v} for v, i in zip(bottom.values.tolist(), bottom.indices.tolist())]}
+
+    @torch.no_grad()
+    def neighbours(self, feature: int, n: int = 8) -> list[dict]:
+        W = torch.nn.functional.normalize(self.sae.W_dec.detach().float(), dim=-1)
+        cos = W @ W[feature]
+        cos[feature] = -2
+        v = cos.topk(min(n, self.d_sae - 1))
+        return [{"feature": i, "cosine": c} for c, i in zip(v.values.tolist(), v.indices.tolist())]
+
+    # ---- live activations and search -----------------------------------------------
+    @torch.no_grad()
+    def live(self, text: str, per_token: int = 5) -> dict:
+        from engine.predict import prompt_tokens
+
+        tokens = prompt_tokens(self.lm, text)
+        acts = self._acts(tokens)[0]  # [t, S]
+        vocab = self.vocab()
+        rows = []
+        for pos in range(1, acts.shape[0]):
+            v = acts[pos].topk(per_token)
+            rows.append({"position": pos - 1, "token": vocab[int(tokens[0, pos])],
+                         "features": [{"feature": f, "act": a} for a, f in zip(v.values.tolist(), v.indices.tolist()) if a > 0]})
+        strongest = acts.max(0)
+        order = strongest.values.argsort(descending=True)[:20]
+        return {"tokens": [r["token"] for r in rows], "per_token": rows,
+                "strongest": [{"feature": int(f), "max": float(strongest.values[f]),
+                               "position": int(strongest.indices[f]) - 1} for f in order if strongest.values[f] > 0]}
+
+    def search(self, kind: str, query: str = "", n: int = 20) -> list[dict]:
+        if kind == "text":
+            return self.live(query)["strongest"][:n]
+        if kind == "token":
+            L = self._logits()
+            if L is None:
+                raise UserError(f"features of {self.hook} have no direct path to the logits")
+            ids = self.lm.tokenizer(query, add_special_tokens=False)["input_ids"]
+            if len(ids) != 1:
+                raise UserError(f"{query!r} is {len(ids)} tokens; give exactly one token")
+            v = L[:, ids[0]].topk(n)
+            return [{"feature": int(f), "value": float(x)} for x, f in zip(v.values, v.indices)]
+        idx = self._require_index()
+        if kind == "densest":
+            v = idx.density.topk(min(n, self.d_sae))
+            return [{"feature": int(f), "density": float(d)} for d, f in zip(v.values, v.indices)]
+        if kind == "dead":
+            return [{"feature": int(f), "density": 0.0} for f in (idx.fire_count == 0).nonzero().flatten()[:n]]
+        raise UserError(f"unknown search {kind!r}: use text, token, densest or dead")
+
+
+def describe(examples: list[dict], n: int = 3) -> str:
+    """The tokens most often at the maximum of the top examples, e.g. `' self' '(' ':'`."""
+    counts = Counter(e["tokens"][e["position"]] for e in examples)
+    return " ".join(repr(t) for t, _ in counts.most_common(n))
+
+
+def top_token_concentration(examples: list[dict]) -> float:
+    """Share of top examples whose maximum sits on the single most common token (0..1)."""
+    if not examples:
+        return 0.0
+    counts = Counter(e["tokens"][e["position"]] for e in examples)
+    return counts.most_common(1)[0][1] / len(examples)
+
+
+def open_view(sae_dir, model: str | None = None, corpus: str | None = None,
+              tokens: int = DEFAULT_INDEX_TOKENS, lm=None) -> SaeView:
+    """Load the SAE's model (unless given) and corpus, and wrap them in a `SaeView`."""
+    from engine.corpus import load_corpus
+    from engine.models import load_model
+    from engine.saes import load_sae, model_spec_for
+
+    if tokens < 1024:
+        raise UserError("--tokens must be at least 1024")
+    lm = lm or load_model(model or model_spec_for(load_sae(sae_dir)))
+    return SaeView(lm, sae_dir, corpus=load_corpus(corpus, lm.tokenizer), index_tokens=tokens)

@@ -1,0 +1,50 @@
+"""Rich renderings for the headless commands (the TUI draws its own from the same data)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+
+def shade(tokens: list[str], acts: list[float], peak: float, mark: int | None = None) -> Text:
+    """Tokens with a background whose strength follows the activation (0..peak)."""
+    text = Text()
+    for i, (tok, a) in enumerate(zip(tokens, acts)):
+        level = 0.0 if peak <= 0 else max(0.0, min(1.0, a / peak))
+        shown = tok.replace("\n", "⏎").replace("\t", "→")
+        style = f"on rgb({int(40 + 200 * level)},{int(40 + 60 * level)},40)" if level > 0 else ""
+        if i == mark:
+            style += " bold underline"
+        text.append(shown, style=style.strip() or None)
+    return text
+
+
+def sparkline(counts: list[int]) -> str:
+    blocks = " ▁▂▃▄▅▆▇█"
+    top = max(counts) if counts and max(counts) > 0 else 1
+    return "".join(blocks[round(8 * c / top)] for c in counts)
+
+
+def render_feature_page(page: dict) -> Group:
+    head = Text.assemble((f"feature {page['feature']}", "bold"), f"  of {page['d_sae']}  {page['hook']}\n",
+                         f"density {page['density']:.3%}  max {page['max_activation']:.3f}  "
+                         f"mean {page['mean_activation']:.3f}  top tokens {page['description']}")
+    examples = Table("max", "context (activation shaded)", title="top examples", expand=True, show_lines=False)
+    for e in page["examples"]:
+        examples.add_row(f"{e['max']:.2f}", shade(e["tokens"], e["acts"], page["max_activation"], e["position"]))
+    samples = Table("act", "context", title="a random sample of other firing windows", expand=True)
+    for e in page["samples"]:
+        samples.add_row(f"{e['max']:.2f}", shade(e["tokens"], e["acts"], page["max_activation"], e["position"]))
+    counts = page["histogram"]["counts"]
+    nz = [i for i, c in enumerate(counts) if c]
+    hist = Text("histogram (log10 activation): ")
+    if nz:
+        lo, hi = nz[0], nz[-1] + 1
+        edges = page["histogram"]["edges"]
+        hist.append(f"{edges[lo]:.3g} {sparkline(counts[lo:hi])} {edges[hi]:.3g}")
+    logits = Table("boosts", "", "suppresses", "", title="logit effects (direct path)")
+    for t, b in zip(page["logits"]["top"], page["logits"]["bottom"]):
+        logits.add_row(repr(t["token"]), f"{t['value']:+.3f}", repr(b["token"]), f"{b['value']:+.3f}")
+    neighbours = Text("neighbours: " + "  ".join(f"#{n['feature']} ({n['cosine']:.2f})" for n in page["neighbours"]))
+    return Group(head, examples, samples, hist, logits, neighbours)
