@@ -8,6 +8,7 @@ run as jobs on their own threads, so `ping` and `cancel` answer while they work.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,8 +42,11 @@ class EngineState:
 
     model: Any = None  # engine.models.LoadedModel
     model_lock: threading.Lock = field(default_factory=threading.Lock)
+    views: dict = field(default_factory=dict)  # SAE folder -> engine.inspect.SaeView
 
     def require_model(self):
+        with self.model_lock:  # a load in progress finishes first
+            pass
         if self.model is None:
             raise UserError("no model is loaded: send model.load first")
         return self.model
@@ -67,6 +71,7 @@ def model_load(state: EngineState, params, ctx: JobContext) -> dict:
     with state.model_lock:
         lm = load_model(params.spec, params.device, params.dtype)
         state.model = lm
+        state.views.clear()  # they were tied to the old model
     ctx.emit("progress", {"message": "loaded", "fraction": 1.0})
     return model_info(state, params, ctx)
 
@@ -88,12 +93,105 @@ def sleep(state: EngineState, params, ctx: JobContext) -> dict:
     return {"slept": params.seconds, "steps": params.steps}
 
 
+class Throttle:
+    """Forward at most `rate` metric events per second per run; always the last one."""
+
+    def __init__(self, emit, rate: float = 10.0):
+        self.emit, self.gap, self.last = emit, 1.0 / rate, {}
+
+    def __call__(self, run: int, record: dict, final: bool = False) -> None:
+        now = time.time()
+        if final or record.get("kind") != "step" or now - self.last.get(run, 0) >= self.gap \
+                or "density_histogram" in record:
+            self.last[run] = now
+            self.emit("metrics", {"run": run, "record": record})
+
+
+def train_start(state: EngineState, params, ctx: JobContext) -> dict:
+    from pathlib import Path
+
+    from engine.train.config import TrainConfig
+    from engine.train.loop import train
+
+    if not params.runs:
+        raise UserError("train.start needs at least one run")
+    cfgs, dirs = [], []
+    for run in params.runs:
+        run = dict(run)
+        out = run.pop("out", None)
+        if not out:
+            raise UserError("each run needs an `out` folder")
+        if "model" not in run and state.model is not None:
+            run["model"] = state.model.spec
+        cfgs.append(TrainConfig.from_dict(run))
+        dirs.append(Path(out).expanduser())
+    lm = state.model if state.model is not None and state.model.spec == cfgs[0].model else None
+    throttle = Throttle(ctx.emit)
+    results = train(cfgs, dirs, lm=lm, on_record=throttle, check=ctx.check, resume=params.resume,
+                    log=lambda m: ctx.emit("log", {"message": m}))
+    return {"runs": results}
+
+
+def train_read(state: EngineState, params, ctx: JobContext) -> dict:
+    from pathlib import Path
+
+    from engine.train.checkpoint import read_metrics
+    from engine.train.config import TrainConfig
+
+    path = Path(params.path).expanduser()
+    cfg = TrainConfig.load(path)
+    final = path / "eval.json"
+    return {"config": json.loads(cfg.to_json()), "records": read_metrics(path),
+            "eval": json.loads(final.read_text()) if final.exists() else None}
+
+
+def _view(state: EngineState, path: str):
+    view = state.views.get(path)
+    if view is None:
+        raise UserError(f"SAE {path} is not open: send sae.open first")
+    return view
+
+
+def sae_open(state: EngineState, params, ctx: JobContext) -> dict:
+    from engine.corpus import load_corpus
+    from engine.inspect import SaeView
+
+    lm = state.require_model()
+    view = SaeView(lm, params.path, corpus=load_corpus(params.corpus, lm.tokenizer), index_tokens=params.tokens)
+    if params.build_index:
+        view.ensure_index(progress=lambda f: ctx.emit("progress", {"message": "indexing", "fraction": f}),
+                          check=ctx.check)
+    state.views[params.path] = view
+    idx = view.index
+    return {"path": params.path, "hook": view.hook, "d_sae": view.d_sae, "architecture": view.sae.cfg.architecture(),
+            "indexed": idx is not None, "index_tokens": idx.meta["tokens"] if idx else 0,
+            "alive": int((idx.fire_count > 0).sum()) if idx else None}
+
+
+def feature_page(state: EngineState, params, ctx: JobContext) -> dict:
+    return _view(state, params.path).feature_page(params.feature, top=params.top)
+
+
+def feature_live(state: EngineState, params, ctx: JobContext) -> dict:
+    return _view(state, params.path).live(params.text)
+
+
+def feature_search(state: EngineState, params, ctx: JobContext) -> dict:
+    return {"results": _view(state, params.path).search(params.kind, params.query, params.n)}
+
+
 HANDLERS: dict[str, Callable] = {
     "ping": ping,
     "model.info": model_info,
     "model.load": model_load,
     "predict": predict,
     "sleep": sleep,
+    "train.start": train_start,
+    "train.read": train_read,
+    "sae.open": sae_open,
+    "feature.page": feature_page,
+    "feature.live": feature_live,
+    "feature.search": feature_search,
 }
 INLINE = {"ping", "model.info", "cancel", "jobs"}
 CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})

@@ -97,6 +97,42 @@ class SleepParams(msgspec.Struct, forbid_unknown_fields=True):
     steps: int = 10
 
 
+class TrainStartParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Runs trained side by side: each a dict of `TrainConfig` fields plus `out` (its folder)."""
+
+    runs: list[dict[str, Any]]
+    resume: bool = False
+
+
+class RunReadParams(msgspec.Struct, forbid_unknown_fields=True):
+    path: str  # a run folder: its metrics file is replayed as the result
+
+
+class SaeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    corpus: Optional[str] = None  # None: the shipped shard
+    tokens: int = 1 << 20  # corpus tokens of the index
+    build_index: bool = True  # build the index now if there is none
+
+
+class FeaturePageParams(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    feature: int
+    top: int = 10
+
+
+class FeatureLiveParams(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    text: str
+
+
+class FeatureSearchParams(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    kind: Literal["text", "token", "densest", "dead"]
+    query: str = ""
+    n: int = 20
+
+
 PARAMS: dict[str, type[msgspec.Struct]] = {
     "ping": NoParams,
     "model.info": NoParams,
@@ -105,6 +141,12 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "cancel": CancelParams,
     "jobs": NoParams,
     "sleep": SleepParams,
+    "train.start": TrainStartParams,
+    "train.read": RunReadParams,
+    "sae.open": SaeOpenParams,
+    "feature.page": FeaturePageParams,
+    "feature.live": FeatureLiveParams,
+    "feature.search": FeatureSearchParams,
 }
 
 _encoder = msgspec.json.Encoder()

@@ -1,0 +1,146 @@
+"""The feature index and pages against brute-force computations over the same tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine.corpus import load_shard
+from engine.errors import UserError
+from engine.index import HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN, load_index
+from engine.inspect import SaeView
+
+HOOK = "blocks.0.hook_mlp_out"
+N_WINDOWS = 48
+
+
+def make_sae(folder, d_in=256, d_sae=96, hook=HOOK, seed=0):
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(seed)
+    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(
+        hook_name=hook, model_name="mini-gelu-1l", context_size=128, prepend_bos=True)))
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 1 / d_in ** 0.5)
+        sae.W_dec.copy_(sae.W_enc.T)
+        sae.b_enc.fill_(-1.2)  # sparse: most features fire on a few tokens
+        sae.b_enc[:4] = -50.0  # and some never fire
+    sae.save_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def view(default_model, tmp_path_factory):
+    folder = make_sae(tmp_path_factory.mktemp("sae") / "sae")
+    v = SaeView(default_model, folder, index_tokens=N_WINDOWS * 128)
+    v.ensure_index()
+    return v
+
+
+@pytest.fixture(scope="module")
+def brute(view):
+    """Every activation of every feature on every indexed token."""
+    with torch.no_grad():
+        return view._acts(view.windows)[:, 1:]  # [N, 127, S], BOS left out
+
+
+def test_top_examples_equal_brute_force(view, brute):
+    idx = view.index
+    win_max = brute.max(1).values  # [N, S]
+    for f in range(view.d_sae):
+        firing = (win_max[:, f] > 0).nonzero().flatten()
+        order = firing[win_max[firing, f].argsort(descending=True)][: idx.meta["k"]]
+        got = idx.top_windows[f][idx.top_windows[f] >= 0]
+        assert torch.allclose(idx.top_values[f][: len(got)], win_max[got, f])
+        assert torch.allclose(win_max[got, f], win_max[order, f])  # same values (ties may swap windows)
+        for w, p in zip(got.tolist(), idx.top_positions[f][: len(got)].tolist()):
+            assert brute[w, p - 1, f] == win_max[w, f]
+
+
+def test_statistics_equal_brute_force(view, brute):
+    idx = view.index
+    flat = brute.reshape(-1, view.d_sae)
+    assert idx.meta["tokens"] == flat.shape[0]
+    assert torch.equal(idx.fire_count, (flat > 0).sum(0))
+    assert torch.allclose(idx.max_act, flat.max(0).values)
+    assert torch.allclose(idx.mean_act, flat.double().sum(0) / (flat > 0).sum(0).clamp_min(1), rtol=1e-5)
+    assert (idx.fire_count[:4] == 0).all()
+    for f in range(0, view.d_sae, 7):
+        vals = flat[:, f][flat[:, f] > 0].double()
+        edges = torch.linspace(HIST_LOG10_MIN, HIST_LOG10_MAX, HIST_BINS + 1, dtype=torch.float64)
+        expected = torch.histogram(vals.log10().clamp(HIST_LOG10_MIN, HIST_LOG10_MAX - 1e-9), bins=edges).hist
+        assert idx.hist[f].tolist() == expected.long().tolist(), f
+
+
+def test_samples_are_distinct_firing_windows(view, brute):
+    idx = view.index
+    win_max = brute.max(1).values
+    for f in range(4, view.d_sae):
+        w = idx.sample_windows[f][idx.sample_windows[f] >= 0]
+        assert len(set(w.tolist())) == len(w)
+        assert (win_max[w, f] > 0).all()
+        assert len(w) == min(idx.meta["samples"], int((win_max[:, f] > 0).sum()))
+
+
+def test_page_logits_neighbours_and_live(view, default_model):
+    f = int(view.index.fire_count.argmax())
+    page = view.feature_page(f, top=5)
+    assert json.loads(json.dumps(page)) == page  # plain JSON
+    ex = page["examples"][0]
+    assert ex["acts"][ex["position"]] == pytest.approx(ex["max"], rel=1e-4)
+    assert max(ex["acts"]) == pytest.approx(ex["max"], rel=1e-4)
+    logits = view.sae.W_dec[f].detach() @ default_model.model.W_U
+    assert [t["id"] for t in page["logits"]["top"]] == logits.topk(10).indices.tolist()
+    assert [t["id"] for t in page["logits"]["bottom"]] == logits.topk(10, largest=False).indices.tolist()
+    W = torch.nn.functional.normalize(view.sae.W_dec.detach(), dim=-1)
+    cos = W @ W[f]
+    cos[f] = -2
+    assert [n["feature"] for n in page["neighbours"]] == cos.topk(8).indices.tolist()
+    live = view.live("def __init__(self, x):")
+    assert live["tokens"][0] == "def"
+    toks = default_model.model.to_tokens("def __init__(self, x):")
+    acts = view._acts(toks)[0, 1:]
+    top = live["strongest"][0]
+    assert top["max"] == pytest.approx(acts.max().item(), rel=1e-5)
+
+
+def test_search(view, brute):
+    counts = (brute > 0).sum((0, 1))
+    densest = view.search("densest", n=3)
+    assert [d["feature"] for d in densest] == counts.topk(3).indices.tolist()
+    dead = [d["feature"] for d in view.search("dead", n=1000)]
+    assert dead[:4] == [0, 1, 2, 3] and dead == (counts == 0).nonzero().flatten().tolist()
+    assert len(view.search("token", " self", n=4)) == 4
+    with pytest.raises(UserError, match="exactly one token"):
+        view.search("token", "def __init__(self")
+
+
+def test_bad_input(view, default_model, tmp_path):
+    with pytest.raises(UserError, match="out of range"):
+        view.feature_page(view.d_sae)
+    with pytest.raises(UserError, match="out of range"):
+        view.feature_page(-1)
+    wrong = make_sae(tmp_path / "wrong", d_in=1024)  # a width that hook does not have
+    with pytest.raises(UserError, match="1024-wide"):
+        SaeView(default_model, wrong)
+    nohook = make_sae(tmp_path / "nohook", hook="blocks.3.hook_resid_pre")
+    with pytest.raises(UserError, match="does not exist"):
+        SaeView(default_model, nohook)
+    with pytest.raises(UserError, match="not an SAE folder"):
+        SaeView(default_model, tmp_path)
+
+
+def test_stale_index_is_never_used(view):
+    assert load_index(view.dir, view.corpus.name, view.identity) is not None
+    other = {**view.identity, "sae": "0" * 40}
+    assert load_index(view.dir, view.corpus.name, other) is None
+    other_corpus = {**view.identity, "corpus_windows": N_WINDOWS + 1}
+    assert load_index(view.dir, view.corpus.name, other_corpus) is None
+
+
+def test_memory_is_bounded_by_features_times_k(view):
+    sizes = {k: v.numel() for k, v in view.index.tensors().items()}
+    assert max(sizes.values()) <= view.d_sae * HIST_BINS  # nothing grows with tokens
