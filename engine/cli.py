@@ -251,6 +251,44 @@ def inspect(
     Console().print(render_feature_page(page))
 
 
+@app.command()
+def ablate(
+    upstream: Path = typer.Option(..., "--upstream", help="Upstream SAE folder (e.g. on hook_resid_mid)."),
+    downstream: Path = typer.Option(..., "--downstream", help="Downstream SAE folder (e.g. on hook_mlp_out)."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt."),
+    position: Optional[int] = typer.Option(None, "--position", help="Prompt token (from 0) whose prediction is explained; default the last."),
+    feature: list[int] = typer.Option([], "--feature", help="Upstream feature(s) to ablate: the tree then shows what they drive."),
+    mode: str = typer.Option("zero", "--mode", help="zero or mean."),
+    method: str = typer.Option("attribution", "--method", help="exact or attribution."),
+    top: int = typer.Option(8, "--top", help="Children per node."),
+    depth: int = typer.Option(2, "--depth", help="Levels to expand."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAEs name)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ablate SAE features and show, as a tree, which features and logits they drive."""
+    quiet_libraries()
+    from engine.models import load_model
+    from engine.saes import load_sae, model_spec_for
+    from engine.tree import ablation_tree
+
+    try:
+        if not prompt.strip():
+            raise UserError("the prompt is empty")
+        lm = load_model(model or model_spec_for(load_sae(upstream)))
+        result = ablation_tree(lm, str(upstream), str(downstream), prompt, position, feature or None,
+                               mode, method, top, depth)
+    except UserError as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+
+    from engine.render import render_tree
+
+    Console().print(render_tree(result))
+
+
 @engine_app.command("serve")
 def engine_serve(
     stdio: bool = typer.Option(False, "--stdio", help="Speak the protocol on stdin/stdout."),

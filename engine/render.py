@@ -48,3 +48,38 @@ def render_feature_page(page: dict) -> Group:
         logits.add_row(repr(t["token"]), f"{t['value']:+.3f}", repr(b["token"]), f"{b['value']:+.3f}")
     neighbours = Text("neighbours: " + "  ".join(f"#{n['feature']} ({n['cosine']:.2f})" for n in page["neighbours"]))
     return Group(head, examples, samples, hist, logits, neighbours)
+
+
+def node_text(n: dict) -> str:
+    node = n["node"]
+    kind = node["kind"]
+    if kind == "feature":
+        head = f"{node['site']} #{node['feature']}"
+    elif kind == "error":
+        head = f"{node['site']} error term"
+    elif kind == "logit":
+        head = f"logit {node['token']!r}"
+    elif kind == "ablation":
+        head = f"ablate {node['site']} {', '.join('#' + str(f) for f in node['features'])} ({node['mode']})"
+    else:
+        head = node.get("metric", kind)
+    eff = "" if n["method"] == "value" else f" {n['effect']:+.4f}"
+    tag = {"exact": " (exact)", "attribution": " (attr)", "value": f" = {n['effect']:.3f}"}.get(n["method"], "")
+    desc = f"  {n['description']}" if n.get("description") else ""
+    return f"{head}{eff}{tag}{desc}"
+
+
+def render_tree(result: dict):
+    from rich.tree import Tree
+
+    title = (f"[bold]{result['prompt']!r}[/] @ {result['position']} "
+             f"({result['tokens'][result['position']]!r}) -> {result['predicted']!r}  "
+             f"method {result['method']}, mode {result['mode']}")
+    root = Tree(title)
+
+    def add(parent, n):
+        branch = parent.add(node_text(n), style="red" if n["effect"] < 0 and n["method"] != "value" else None)
+        for c in n.get("children") or []:
+            add(branch, c)
+    add(root, result["tree"])
+    return root

@@ -1,0 +1,226 @@
+"""The ablation tree: which features drive a prediction (up) or what a feature drives (down).
+
+A node is a plain dict: `node` (what it is), `effect` (signed change of its
+parent's quantity), `method` ("exact" or "attribution"), `description`, and
+`children` (expanded lazily, so `children` is None until asked for).
+
+- Up (root: the prediction at a position): children are the last site's features
+  and error term with the largest effect on the metric; a feature's children are
+  the previous site's features with the largest effect on *its* activation there.
+- Down (root: ablating upstream features): children are the features of the next
+  site whose activation changes most, and the logits that change most.
+
+Notes
+- Exact effects ablate one candidate at a time; the candidates are the features
+  active anywhere up to the target position (an inactive feature's zero ablation
+  changes nothing), plus the error term.
+- `agreement` compares the two methods on the same candidates (Pearson and
+  Spearman correlation), the number the Ablation pane shows.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from engine.ablate import ERROR, Intervention, Site, Splice, Target
+
+
+def node_label(sites: list[Site], site: int | None, feature: int | None, kind: str, token: str = "") -> dict:
+    if kind == "feature":
+        return {"kind": "feature", "site": sites[site].name, "site_index": site, "feature": feature}
+    if kind == "error":
+        return {"kind": "error", "site": sites[site].name, "site_index": site}
+    if kind == "logit":
+        return {"kind": "logit", "token": token, "token_id": feature}
+    return {"kind": "metric", "metric": token}
+
+
+class TreeBuilder:
+    def __init__(self, splice: Splice, tokens: torch.Tensor, position: int, metric: Target,
+                 describe: Callable[[int, int], str] = lambda site, f: "", mode: str = "zero",
+                 method: str = "attribution", top: int = 8, ig_steps: int = 1):
+        self.s, self.tokens, self.position, self.metric = splice, tokens, position, metric
+        self.describe, self.mode, self.method, self.top, self.ig_steps = describe, mode, method, top, ig_steps
+        self.clean = splice.run(tokens, upto=position)
+
+    # ---- up --------------------------------------------------------------------
+    def candidates(self, site: int) -> list[int]:
+        acts = self.clean.acts[site][1:self.position + 1]
+        return (acts != 0).any(0).nonzero().flatten().tolist()
+
+    def effects_on(self, target: Target, site: int, method: str | None = None) -> dict[int, float]:
+        method = method or self.method
+        if method == "exact":
+            return self.s.exact_effects(self.tokens, target, site, self.candidates(site) + [ERROR], self.mode)
+        eff, err = self.s.attribution_effects(self.tokens, target, site, self.mode, steps=self.ig_steps)
+        out = {f: float(eff[f]) for f in eff.abs().topk(min(len(eff), max(self.top * 4, 32))).indices.tolist()}
+        out[ERROR] = err
+        return out
+
+    def up_children(self, target: Target, site: int) -> list[dict]:
+        effects = self.effects_on(target, site)
+        ranked = sorted(effects.items(), key=lambda kv: -abs(kv[1]))[: self.top]
+        return [self._feature_node(site, f, e) for f, e in ranked]
+
+    def _feature_node(self, site: int, f: int, effect: float) -> dict:
+        kind = "error" if f == ERROR else "feature"
+        return {"node": node_label(self.s.sites, site, f, kind), "effect": effect, "method": self.method,
+                "description": "" if f == ERROR else self.describe(site, f), "children": None}
+
+    def root_up(self, depth: int = 1) -> dict:
+        last = len(self.s.sites) - 1
+        root = {"node": node_label(self.s.sites, None, None, "metric", self._metric_name()),
+                "effect": float(self.s.value(self.metric, self.clean)), "method": "value",
+                "description": "", "children": self.up_children(self.metric, last)}
+        self._expand_up(root["children"], depth - 1)
+        return root
+
+    def expand_up(self, node: dict) -> list[dict]:
+        """Children of a feature node: the previous site's features that drive it."""
+        n = node["node"]
+        if n["kind"] != "feature" or n["site_index"] == 0:
+            node["children"] = []
+            return []
+        target = Target("feature", self.position, site=n["site_index"], feature=n["feature"])
+        node["children"] = self.up_children(target, n["site_index"] - 1)
+        return node["children"]
+
+    def _expand_up(self, nodes: list[dict], depth: int) -> None:
+        if depth <= 0:
+            return
+        for node in nodes:
+            self._expand_up(self.expand_up(node), depth - 1)
+
+    # ---- down ------------------------------------------------------------------
+    def down_children(self, site: int, features: list[int]) -> list[dict]:
+        """What ablating `features` of `site` (together) changes: next-site features and logits."""
+        ivs = [Intervention(site, f, self.mode) for f in features]
+        after = self.s.run(self.tokens, ivs, upto=self.position)
+        out = []
+        if site + 1 < len(self.s.sites):
+            d = after.acts[site + 1][self.position] - self.clean.acts[site + 1][self.position]
+            for f in d.abs().topk(min(self.top, d.numel())).indices.tolist():
+                if d[f] != 0:
+                    out.append({**self._feature_node(site + 1, f, float(d[f])), "method": "exact"})
+        dl = after.logits[self.position] - self.clean.logits[self.position]
+        vocab = self.s.lm.tokenizer
+        for t in dl.abs().topk(min(self.top, dl.numel())).indices.tolist():
+            if dl[t] == 0:
+                continue
+            out.append({"node": node_label(self.s.sites, None, t, "logit", vocab.decode([t])),
+                        "effect": float(dl[t]), "method": "exact", "description": "", "children": []})
+        return out
+
+    def root_down(self, site: int, features: list[int], depth: int = 1) -> dict:
+        root = {"node": {"kind": "ablation", "site": self.s.sites[site].name, "site_index": site,
+                         "features": features, "mode": self.mode},
+                "effect": 0.0, "method": "exact", "description": "", "children": self.down_children(site, features)}
+        if depth > 1:
+            for child in root["children"]:
+                self.expand_down(child)
+        return root
+
+    def expand_down(self, node: dict) -> list[dict]:
+        n = node["node"]
+        node["children"] = self.down_children(n["site_index"], [n["feature"]]) if n["kind"] == "feature" else []
+        return node["children"]
+
+    def _metric_name(self) -> str:
+        m, tok = self.metric, self.s.lm.tokenizer
+        if m.kind == "logit":
+            return f"logit {tok.decode([m.token])!r} @ {m.position}"
+        if m.kind == "logit_diff":
+            return f"logit {tok.decode([m.token])!r} - {tok.decode([m.other])!r} @ {m.position}"
+        return f"loss of {tok.decode([m.token])!r} @ {m.position}"
+
+    # ---- checking attribution against exact ---------------------------------------
+    def agreement(self, target: Target, site: int) -> dict:
+        exact = self.s.exact_effects(self.tokens, target, site, self.candidates(site), self.mode)
+        eff, _ = self.s.attribution_effects(self.tokens, target, site, self.mode, steps=self.ig_steps)
+        feats = sorted(exact)
+        a = torch.tensor([exact[f] for f in feats], dtype=torch.float64)
+        b = torch.tensor([float(eff[f]) for f in feats], dtype=torch.float64)
+        return {"n": len(feats), "pearson": _pearson(a, b), "spearman": _pearson(_rank(a), _rank(b)),
+                "pairs": [{"feature": f, "exact": x, "attribution": y} for f, x, y in zip(feats, a.tolist(), b.tolist())]}
+
+
+def _rank(x: torch.Tensor) -> torch.Tensor:
+    return x.argsort().argsort().double()
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()))
+
+
+def open_sites(lm, sae_dirs: list[str], index_tokens: int | None = None) -> tuple[list[Site], list]:
+    """Sites for SAE folders (upstream first); their views give descriptions and means."""
+    from engine.inspect import DEFAULT_INDEX_TOKENS, SaeView
+
+    sites, views = [], []
+    for d in sae_dirs:
+        view = SaeView(lm, d, index_tokens=index_tokens or DEFAULT_INDEX_TOKENS)
+        mean = None
+        if view.index is not None:
+            mean = (view.index.act_sum / view.index.meta["tokens"]).float()
+        name = view.hook.split(".")[-1].removeprefix("hook_")
+        sites.append(Site(name, view.hook, view.sae, mean))
+        views.append(view)
+    return sites, views
+
+
+def describer(views: list) -> Callable[[int, int], str]:
+    """Short descriptions from each SAE's index (cached), or '' where there is none."""
+    from engine.inspect import describe
+
+    cache: dict = {}
+
+    def fn(site: int, f: int) -> str:
+        v = views[site]
+        if v.index is None:
+            return ""
+        if (site, f) not in cache:
+            idx = v.index
+            ex = v._examples(f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], 10)
+            cache[site, f] = describe(ex)
+        return cache[site, f]
+    return fn
+
+
+def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int | None = None,
+                  features: list[int] | None = None, mode: str = "zero", method: str = "attribution",
+                  top: int = 8, depth: int = 1, ig_steps: int = 1) -> dict:
+    """The headless `saescope ablate`: a tree rooted at the prediction, or at ablated upstream features."""
+    from engine.errors import UserError
+    from engine.predict import prompt_tokens
+
+    if mode not in ("zero", "mean"):
+        raise UserError(f"unknown mode {mode!r}: use zero or mean")
+    if method not in ("exact", "attribution"):
+        raise UserError(f"unknown method {method!r}: use exact or attribution")
+    if not 1 <= depth <= 4 or not 1 <= top <= 100:
+        raise UserError("--depth must be 1..4 and --top 1..100")
+    tokens = prompt_tokens(lm, prompt)
+    T = tokens.shape[1]
+    position = T - 1 if position is None else position + 1  # users count prompt tokens from 0
+    if not 1 <= position < T:
+        raise UserError(f"position {position - 1} is beyond the prompt (0..{T - 2})")
+    sites, views = open_sites(lm, [upstream, downstream])
+    splice = Splice(lm, sites)
+    clean = splice.run(tokens, upto=position)
+    predicted = int(clean.logits[position].argmax())
+    metric = Target("logit", position, token=predicted)
+    tb = TreeBuilder(splice, tokens, position, metric, describer(views), mode, method, top, ig_steps)
+    if features:
+        for f in features:
+            if not 0 <= f < sites[0].sae.cfg.d_sae:
+                raise UserError(f"feature {f} is out of range for {upstream} (0..{sites[0].sae.cfg.d_sae - 1})")
+        tree = tb.root_down(0, features, depth)
+    else:
+        tree = tb.root_up(depth)
+    return {"prompt": prompt, "tokens": lm.model.to_str_tokens(tokens[0])[1:], "position": position - 1,
+            "predicted": lm.tokenizer.decode([predicted]), "mode": mode, "method": method, "tree": tree}
