@@ -225,7 +225,7 @@ def inspect(
     sae_dir: Path = typer.Argument(..., help="An SAE folder in sae_lens format."),
     feature: int = typer.Argument(..., help="Feature number."),
     top: int = typer.Option(10, "--top", "-n", help="How many top examples."),
-    tokens: int = typer.Option(1 << 20, "--tokens", help="Corpus tokens of the index (built if missing)."),
+    tokens: Optional[int] = typer.Option(None, "--tokens", help="Corpus tokens of the index (default: the existing index, else 1M; built if missing)."),
     corpus: Optional[str] = typer.Option(None, "--corpus", help="Corpus of the index (default: the shipped shard)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
     as_json: bool = JsonOpt,
@@ -263,24 +263,29 @@ def ablate(
     top: int = typer.Option(8, "--top", help="Children per node."),
     depth: int = typer.Option(2, "--depth", help="Levels to expand."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAEs name)."),
+    uninterpretable: bool = typer.Option(False, "--uninterpretable", help="List causally important features whose top examples share no obvious token."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Ablate SAE features and show, as a tree, which features and logits they drive."""
     quiet_libraries()
     from engine.models import load_model
     from engine.saes import load_sae, model_spec_for
-    from engine.tree import ablation_tree
+    from engine.tree import ablation_tree, important_uninterpretable
 
     try:
         if not prompt.strip():
             raise UserError("the prompt is empty")
         lm = load_model(model or model_spec_for(load_sae(upstream)))
-        result = ablation_tree(lm, str(upstream), str(downstream), prompt, position, feature or None,
-                               mode, method, top, depth)
+        if uninterpretable:
+            result = important_uninterpretable(lm, [str(upstream), str(downstream)], prompt, position,
+                                               method, n=top)
+        else:
+            result = ablation_tree(lm, str(upstream), str(downstream), prompt, position, feature or None,
+                                   mode, method, top, depth)
     except UserError as e:
         fail(str(e))
-    if as_json:
-        typer.echo(json.dumps(result))
+    if as_json or uninterpretable:
+        typer.echo(json.dumps(result, indent=None if as_json else 2))
         return
     from rich.console import Console
 

@@ -31,7 +31,9 @@ CONTEXT_BEFORE, CONTEXT_AFTER = 20, 6
 
 
 class SaeView:
-    def __init__(self, lm, sae_dir: str | Path, corpus=None, index_tokens: int = DEFAULT_INDEX_TOKENS):
+    def __init__(self, lm, sae_dir: str | Path, corpus=None, index_tokens: int | None = None):
+        """`index_tokens`: the corpus tokens to index; None takes the size of an existing
+        index (any size), else `DEFAULT_INDEX_TOKENS`."""
         from engine.corpus import load_shard
         from engine.saes import check_fits, load_sae
 
@@ -40,10 +42,13 @@ class SaeView:
         self.hook = check_fits(self.sae, lm)
         self.corpus = corpus or load_shard()
         n_ctx = lm.model.cfg.n_ctx
-        self.windows = self.corpus.windows(n_ctx, split=None, max_tokens=index_tokens)
-        self.identity = {"sae": sae_identity(self.dir), "corpus": self.corpus.identity,
-                         "corpus_windows": len(self.windows)}
+        self.identity = {"sae": sae_identity(self.dir), "corpus": self.corpus.identity}
         self.index: FeatureIndex | None = load_index(self.dir, self.corpus.name, self.identity)
+        if index_tokens is None:
+            index_tokens = self.index.meta["windows"] * n_ctx if self.index else DEFAULT_INDEX_TOKENS
+        self.windows = self.corpus.windows(n_ctx, split=None, max_tokens=index_tokens)
+        if self.index is not None and self.index.meta["windows"] != len(self.windows):
+            self.index = None  # built over another number of tokens: rebuilt on demand
         self._vocab: list[str] | None = None
         self._logit_matrix: torch.Tensor | None = None
 
@@ -213,13 +218,13 @@ def top_token_concentration(examples: list[dict]) -> float:
 
 
 def open_view(sae_dir, model: str | None = None, corpus: str | None = None,
-              tokens: int = DEFAULT_INDEX_TOKENS, lm=None) -> SaeView:
+              tokens: int | None = None, lm=None) -> SaeView:
     """Load the SAE's model (unless given) and corpus, and wrap them in a `SaeView`."""
     from engine.corpus import load_corpus
     from engine.models import load_model
     from engine.saes import load_sae, model_spec_for
 
-    if tokens < 1024:
+    if tokens is not None and tokens < 1024:
         raise UserError("--tokens must be at least 1024")
     lm = lm or load_model(model or model_spec_for(load_sae(sae_dir)))
     return SaeView(lm, sae_dir, corpus=load_corpus(corpus, lm.tokenizer), index_tokens=tokens)

@@ -111,7 +111,7 @@ class RunReadParams(msgspec.Struct, forbid_unknown_fields=True):
 class SaeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     corpus: Optional[str] = None  # None: the shipped shard
-    tokens: int = 1 << 20  # corpus tokens of the index
+    tokens: Optional[int] = None  # corpus tokens of the index (None: an existing one, else 1M)
     build_index: bool = True  # build the index now if there is none
 
 

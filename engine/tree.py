@@ -159,11 +159,11 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def open_sites(lm, sae_dirs: list[str], index_tokens: int | None = None) -> tuple[list[Site], list]:
     """Sites for SAE folders (upstream first); their views give descriptions and means."""
-    from engine.inspect import DEFAULT_INDEX_TOKENS, SaeView
+    from engine.inspect import SaeView
 
     sites, views = [], []
     for d in sae_dirs:
-        view = SaeView(lm, d, index_tokens=index_tokens or DEFAULT_INDEX_TOKENS)
+        view = SaeView(lm, d, index_tokens=index_tokens)
         mean = None
         if view.index is not None:
             mean = (view.index.act_sum / view.index.meta["tokens"]).float()
@@ -224,3 +224,36 @@ def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int
         tree = tb.root_up(depth)
     return {"prompt": prompt, "tokens": lm.model.to_str_tokens(tokens[0])[1:], "position": position - 1,
             "predicted": lm.tokenizer.decode([predicted]), "mode": mode, "method": method, "tree": tree}
+
+
+def important_uninterpretable(lm, sae_dirs: list[str], prompt: str, position: int | None = None,
+                              method: str = "exact", n: int = 10, max_concentration: float = 0.3) -> dict:
+    """Features with the largest causal effect on the prediction whose top examples share
+    no obvious token: at most `max_concentration` of them peak on the same token."""
+    from engine.errors import UserError
+    from engine.inspect import top_token_concentration
+    from engine.predict import prompt_tokens
+
+    tokens = prompt_tokens(lm, prompt)
+    position = tokens.shape[1] - 1 if position is None else position + 1
+    sites, views = open_sites(lm, sae_dirs)
+    if any(v.index is None for v in views):
+        raise UserError("every SAE needs its feature index first: run `saescope index SAE_DIR`")
+    splice = Splice(lm, sites)
+    clean = splice.run(tokens, upto=position)
+    metric = Target("logit", position, token=int(clean.logits[position].argmax()))
+    tb = TreeBuilder(splice, tokens, position, metric, method=method)
+    rows = []
+    for i, view in enumerate(views):
+        for f, effect in tb.effects_on(metric, i).items():
+            if f == ERROR:
+                continue
+            idx = view.index
+            examples = view._examples(f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], 20)
+            rows.append({"site": sites[i].name, "feature": f, "effect": effect,
+                         "top_token_concentration": top_token_concentration(examples),
+                         "description": describer(views)(i, f)})
+    rows.sort(key=lambda r: -abs(r["effect"]))
+    return {"prompt": prompt, "predicted": lm.tokenizer.decode([metric.token]), "method": method,
+            "most_important": rows[:n],
+            "uninterpretable": [r for r in rows if r["top_token_concentration"] <= max_concentration][:n]}

@@ -137,8 +137,12 @@ def test_stale_index_is_never_used(view):
     assert load_index(view.dir, view.corpus.name, view.identity) is not None
     other = {**view.identity, "sae": "0" * 40}
     assert load_index(view.dir, view.corpus.name, other) is None
-    other_corpus = {**view.identity, "corpus_windows": N_WINDOWS + 1}
+    other_corpus = {**view.identity, "corpus": "files:0123"}
     assert load_index(view.dir, view.corpus.name, other_corpus) is None
+    same = SaeView(view.lm, view.dir)  # no size asked: the existing index is used
+    assert same.index is not None and len(same.windows) == N_WINDOWS
+    bigger = SaeView(view.lm, view.dir, index_tokens=(N_WINDOWS + 8) * 128)
+    assert bigger.index is None  # another size: rebuilt on demand, never shown stale
 
 
 def test_memory_is_bounded_by_features_times_k(view):
