@@ -146,7 +146,7 @@ class Splice:
             return hook
 
         with torch.no_grad():
-            logits = self.lm.model.run_with_hooks(
+            logits = self.lm.run_with_hooks(
                 tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)])
         return Pass(logits[0], seen)
 
@@ -224,7 +224,7 @@ class Splice:
             store["err"] = x - self.sites[site].sae.decode(self.sites[site].sae.encode(x))
             return act
         with torch.no_grad():
-            self.lm.model.run_with_hooks(tokens, fwd_hooks=[(self.sites[site].hook, hook)],
+            self.lm.run_with_hooks(tokens, fwd_hooks=[(self.sites[site].hook, hook)],
                                          stop_at_layer=None)
         return store["err"]
 
@@ -253,7 +253,7 @@ class Splice:
             return hook
 
         with torch.enable_grad():
-            logits = self.lm.model.run_with_hooks(
+            logits = self.lm.run_with_hooks(
                 tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)])
             value = self.value(target, Pass(logits[0], seen))
             g_f, g_e = torch.autograd.grad(value, [leaf, err_leaf["e"]], allow_unused=True)

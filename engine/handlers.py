@@ -43,6 +43,7 @@ class EngineState:
     model: Any = None  # engine.models.LoadedModel
     model_lock: threading.Lock = field(default_factory=threading.Lock)
     views: dict = field(default_factory=dict)  # SAE folder -> engine.inspect.SaeView
+    trees: dict = field(default_factory=dict)  # tree name -> (TreeBuilder, root node)
 
     def require_model(self):
         with self.model_lock:  # a load in progress finishes first
@@ -72,6 +73,7 @@ def model_load(state: EngineState, params, ctx: JobContext) -> dict:
         lm = load_model(params.spec, params.device, params.dtype)
         state.model = lm
         state.views.clear()  # they were tied to the old model
+        state.trees.clear()
     ctx.emit("progress", {"message": "loaded", "fraction": 1.0})
     return model_info(state, params, ctx)
 
@@ -180,6 +182,80 @@ def feature_search(state: EngineState, params, ctx: JobContext) -> dict:
     return {"results": _view(state, params.path).search(params.kind, params.query, params.n)}
 
 
+def tree_open(state: EngineState, params, ctx: JobContext) -> dict:
+    from engine.ablate import Splice, Target
+    from engine.predict import prompt_tokens
+    from engine.tree import TreeBuilder, describer, open_sites
+
+    lm = state.require_model()
+    tokens = prompt_tokens(lm, params.prompt)
+    T = tokens.shape[1]
+    position = T - 1 if params.position is None else params.position + 1
+    if not 1 <= position < T:
+        raise UserError(f"position {position - 1} is beyond the prompt (0..{T - 2})")
+    sites, views = open_sites(lm, [params.upstream, params.downstream])
+    splice = Splice(lm, sites)
+    clean = splice.run(tokens, upto=position)
+    metric = Target("logit", position, token=int(clean.logits[position].argmax()))
+    tb = TreeBuilder(splice, tokens, position, metric, describer(views), params.mode, params.method, params.top)
+    root = tb.root_up(depth=1)
+    state.trees[params.tree] = (tb, root)
+    return {"tree": params.tree, "tokens": lm.model.to_str_tokens(tokens[0])[1:], "position": position - 1,
+            "predicted": lm.tokenizer.decode([metric.token]),
+            "sites": [{"name": s.name, "hook": s.hook, "path": str(v.dir)} for s, v in zip(sites, views)],
+            "root": root}
+
+
+def _tree_node(state: EngineState, name: str, path: list[int]):
+    if name not in state.trees:
+        raise UserError(f"no open tree named {name!r}: send tree.open first")
+    tb, node = state.trees[name]
+    for i in path:
+        children = node.get("children") or []
+        if not 0 <= i < len(children):
+            raise UserError(f"no node at path {path}")
+        node = children[i]
+    return tb, node
+
+
+def tree_expand(state: EngineState, params, ctx: JobContext) -> dict:
+    tb, node = _tree_node(state, params.tree, params.path)
+    if node["node"].get("direction") == "down":
+        children = tb.expand_down(node)
+    else:
+        children = tb.expand_up(node, params.method)
+    return {"path": params.path, "children": children}
+
+
+def tree_check(state: EngineState, params, ctx: JobContext) -> dict:
+    """Exact against attribution for the children of a node (the metric or a feature)."""
+    from engine.ablate import Target
+
+    tb, node = _tree_node(state, params.tree, params.path)
+    n = node["node"]
+    if n["kind"] == "metric":
+        target, site = tb.metric, len(tb.s.sites) - 1
+    elif n["kind"] == "feature" and n["site_index"] > 0:
+        target = Target("feature", tb.position, site=n["site_index"], feature=n["feature"])
+        site = n["site_index"] - 1
+    else:
+        raise UserError("only the root and downstream features have upstream children to check")
+    return {"path": params.path, **tb.agreement(target, site)}
+
+
+def tree_ablate(state: EngineState, params, ctx: JobContext) -> dict:
+    if params.tree not in state.trees:
+        raise UserError(f"no open tree named {params.tree!r}: send tree.open first")
+    tb, _ = state.trees[params.tree]
+    if not 0 <= params.site < len(tb.s.sites):
+        raise UserError(f"site {params.site} does not exist")
+    d_sae = tb.s.sites[params.site].sae.cfg.d_sae
+    for f in params.features:
+        if not 0 <= f < d_sae:
+            raise UserError(f"feature {f} is out of range (0..{d_sae - 1})")
+    return {"root": tb.root_down(params.site, params.features, mode=params.mode)}
+
+
 HANDLERS: dict[str, Callable] = {
     "ping": ping,
     "model.info": model_info,
@@ -192,6 +268,10 @@ HANDLERS: dict[str, Callable] = {
     "feature.page": feature_page,
     "feature.live": feature_live,
     "feature.search": feature_search,
+    "tree.open": tree_open,
+    "tree.expand": tree_expand,
+    "tree.check": tree_check,
+    "tree.ablate": tree_ablate,
 }
 INLINE = {"ping", "model.info", "cancel", "jobs"}
 CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})

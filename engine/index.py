@@ -123,7 +123,7 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     for start in range(0, len(windows), batch):
         check()
         tokens = windows[start:start + batch]
-        _, cache = lm.model.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop)
+        _, cache = lm.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop)
         x = cache[hook][:, 1:].float()
         b, t = x.shape[:2]
         acts = sae.encode(x.reshape(b * t, -1)).reshape(b, t, d_sae)  # [b, t, S]

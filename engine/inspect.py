@@ -87,7 +87,7 @@ class SaeView:
         """SAE activations [n, t, S] for token rows (BOS position included, as zeros)."""
         from engine.index import _stop_layer
 
-        _, cache = self.lm.model.run_with_cache(tokens, names_filter=[self.hook], stop_at_layer=_stop_layer(self.hook))
+        _, cache = self.lm.run_with_cache(tokens, names_filter=[self.hook], stop_at_layer=_stop_layer(self.hook))
         x = cache[self.hook].float()
         acts = self.sae.encode(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
         acts[:, 0] = 0  # BOS: not what the SAE was trained on

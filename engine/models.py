@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,21 @@ class LoadedModel:
     model: Any  # transformer_lens.HookedTransformer
     device: str
     dtype: str
+    # TransformerLens keeps hooks on the model object, so two threads running hooked
+    # passes at once would see each other's hooks: every pass goes through this lock.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def __call__(self, tokens):
+        with self.lock:
+            return self.model(tokens)
+
+    def run_with_hooks(self, tokens, **kwargs):
+        with self.lock:
+            return self.model.run_with_hooks(tokens, **kwargs)
+
+    def run_with_cache(self, tokens, **kwargs):
+        with self.lock:
+            return self.model.run_with_cache(tokens, **kwargs)
 
     @property
     def tokenizer(self):

@@ -30,7 +30,7 @@ def predict(lm, text: str, top: int = 10) -> dict:
         raise UserError(f"--top must be between 1 and {MAX_TOP}, got {top}")
     tokens = prompt_tokens(lm, text)
     with torch.inference_mode():
-        logits = lm.model(tokens)[0, -1].float()
+        logits = lm(tokens)[0, -1].float()
     probs = logits.softmax(-1)
     values, ids = probs.topk(min(top, probs.shape[0]))
     to_str = lm.tokenizer.convert_ids_to_tokens

@@ -133,6 +133,36 @@ class FeatureSearchParams(msgspec.Struct, forbid_unknown_fields=True):
     n: int = 20
 
 
+class TreeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Open an ablation tree rooted at the prediction at `position` (None: the last token)."""
+
+    tree: str  # a name the client picks; later requests refer to it
+    upstream: str
+    downstream: str
+    prompt: str
+    position: Optional[int] = None  # prompt token index from 0
+    mode: Literal["zero", "mean"] = "zero"
+    method: Literal["exact", "attribution"] = "attribution"
+    top: int = 8
+
+
+class TreeNodeParams(msgspec.Struct, forbid_unknown_fields=True):
+    """A node of an open tree, by its path of child indices from the root."""
+
+    tree: str
+    path: list[int]
+    method: Optional[Literal["exact", "attribution"]] = None  # override for this request
+
+
+class TreeAblateParams(msgspec.Struct, forbid_unknown_fields=True):
+    """What ablating these upstream features (together) drives: a down tree."""
+
+    tree: str
+    site: int
+    features: list[int]
+    mode: Literal["zero", "mean"] = "zero"
+
+
 PARAMS: dict[str, type[msgspec.Struct]] = {
     "ping": NoParams,
     "model.info": NoParams,
@@ -147,6 +177,10 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "feature.page": FeaturePageParams,
     "feature.live": FeatureLiveParams,
     "feature.search": FeatureSearchParams,
+    "tree.open": TreeOpenParams,
+    "tree.expand": TreeNodeParams,
+    "tree.check": TreeNodeParams,
+    "tree.ablate": TreeAblateParams,
 }
 
 _encoder = msgspec.json.Encoder()

@@ -38,7 +38,7 @@ def hook_width(lm, hook: str) -> int:
         raise UserError(f"hook {hook!r} does not exist in {lm.name}{hint}")
     bos = lm.tokenizer.bos_token_id if lm.tokenizer.bos_token_id is not None else 0
     with torch.no_grad():
-        _, cache = lm.model.run_with_cache(torch.tensor([[bos, bos]]), names_filter=[hook])
+        _, cache = lm.run_with_cache(torch.tensor([[bos, bos]]), names_filter=[hook])
     return int(cache[hook].shape[-1])
 
 

@@ -59,14 +59,17 @@ class TreeBuilder:
         out[ERROR] = err
         return out
 
-    def up_children(self, target: Target, site: int) -> list[dict]:
-        effects = self.effects_on(target, site)
+    def up_children(self, target: Target, site: int, method: str | None = None) -> list[dict]:
+        method = method or self.method
+        effects = self.effects_on(target, site, method)
         ranked = sorted(effects.items(), key=lambda kv: -abs(kv[1]))[: self.top]
-        return [self._feature_node(site, f, e) for f, e in ranked]
+        return [self._feature_node(site, f, e, method=method) for f, e in ranked]
 
-    def _feature_node(self, site: int, f: int, effect: float) -> dict:
+    def _feature_node(self, site: int, f: int, effect: float, direction: str = "up",
+                      method: str | None = None) -> dict:
         kind = "error" if f == ERROR else "feature"
-        return {"node": node_label(self.s.sites, site, f, kind), "effect": effect, "method": self.method,
+        return {"node": {**node_label(self.s.sites, site, f, kind), "direction": direction},
+                "effect": effect, "method": method or self.method,
                 "description": "" if f == ERROR else self.describe(site, f), "children": None}
 
     def root_up(self, depth: int = 1) -> dict:
@@ -77,14 +80,17 @@ class TreeBuilder:
         self._expand_up(root["children"], depth - 1)
         return root
 
-    def expand_up(self, node: dict) -> list[dict]:
+    def expand_up(self, node: dict, method: str | None = None) -> list[dict]:
         """Children of a feature node: the previous site's features that drive it."""
         n = node["node"]
+        if n["kind"] == "metric":
+            node["children"] = self.up_children(self.metric, len(self.s.sites) - 1, method)
+            return node["children"]
         if n["kind"] != "feature" or n["site_index"] == 0:
             node["children"] = []
             return []
         target = Target("feature", self.position, site=n["site_index"], feature=n["feature"])
-        node["children"] = self.up_children(target, n["site_index"] - 1)
+        node["children"] = self.up_children(target, n["site_index"] - 1, method)
         return node["children"]
 
     def _expand_up(self, nodes: list[dict], depth: int) -> None:
@@ -94,16 +100,16 @@ class TreeBuilder:
             self._expand_up(self.expand_up(node), depth - 1)
 
     # ---- down ------------------------------------------------------------------
-    def down_children(self, site: int, features: list[int]) -> list[dict]:
+    def down_children(self, site: int, features: list[int], mode: str | None = None) -> list[dict]:
         """What ablating `features` of `site` (together) changes: next-site features and logits."""
-        ivs = [Intervention(site, f, self.mode) for f in features]
+        ivs = [Intervention(site, f, mode or self.mode) for f in features]
         after = self.s.run(self.tokens, ivs, upto=self.position)
         out = []
         if site + 1 < len(self.s.sites):
             d = after.acts[site + 1][self.position] - self.clean.acts[site + 1][self.position]
             for f in d.abs().topk(min(self.top, d.numel())).indices.tolist():
                 if d[f] != 0:
-                    out.append({**self._feature_node(site + 1, f, float(d[f])), "method": "exact"})
+                    out.append({**self._feature_node(site + 1, f, float(d[f]), "down"), "method": "exact"})
         dl = after.logits[self.position] - self.clean.logits[self.position]
         vocab = self.s.lm.tokenizer
         for t in dl.abs().topk(min(self.top, dl.numel())).indices.tolist():
@@ -113,10 +119,11 @@ class TreeBuilder:
                         "effect": float(dl[t]), "method": "exact", "description": "", "children": []})
         return out
 
-    def root_down(self, site: int, features: list[int], depth: int = 1) -> dict:
+    def root_down(self, site: int, features: list[int], depth: int = 1, mode: str | None = None) -> dict:
         root = {"node": {"kind": "ablation", "site": self.s.sites[site].name, "site_index": site,
-                         "features": features, "mode": self.mode},
-                "effect": 0.0, "method": "exact", "description": "", "children": self.down_children(site, features)}
+                         "features": features, "mode": mode or self.mode, "direction": "down"},
+                "effect": 0.0, "method": "exact", "description": "",
+                "children": self.down_children(site, features, mode)}
         if depth > 1:
             for child in root["children"]:
                 self.expand_down(child)

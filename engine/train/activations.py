@@ -48,7 +48,7 @@ class ActivationSource:
         parts: dict[str, list[torch.Tensor]] = {h: [] for h in self.hooks}
         device = next(self.lm.model.parameters()).device
         for i in range(0, len(tokens), self.forward_batch):
-            _, cache = self.lm.model.run_with_cache(tokens[i:i + self.forward_batch].to(device),
+            _, cache = self.lm.run_with_cache(tokens[i:i + self.forward_batch].to(device),
                                                     names_filter=self.hooks,
                                                     stop_at_layer=self.stop_at_layer)
             for h in self.hooks:

@@ -49,9 +49,9 @@ def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae:
     for i in range(0, len(windows), batch):
         check()
         tokens = windows[i:i + batch].to(next(model.parameters()).device)
-        clean = model(tokens)
-        with_sae = model.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])
-        zeroed = model.run_with_hooks(tokens, fwd_hooks=[(hook, zero)])
+        clean = lm(tokens)
+        with_sae = lm.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])
+        zeroed = lm.run_with_hooks(tokens, fwd_hooks=[(hook, zero)])
         ce_clean, _, n = token_ce_and_kl(clean, clean, tokens)
         ce_sae, kl_sae, _ = token_ce_and_kl(clean, with_sae, tokens)
         ce_zero, kl_zero, _ = token_ce_and_kl(clean, zeroed, tokens)
