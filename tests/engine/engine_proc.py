@@ -42,7 +42,7 @@ class EngineProcess:
     def send(self, obj: dict) -> None:
         self.send_raw(json.dumps(obj).encode() + b"\n")
 
-    def request(self, rid: str, method: str, **params) -> None:
+    def request(self, rid: str, method: str, /, **params) -> None:
         self.send({"type": "request", "id": rid, "method": method, "params": params})
 
     def next(self, timeout: float = 30) -> dict:
