@@ -25,9 +25,10 @@ class TrainConfig:
     d_sae: int = 2048
     """Number of features."""
     k: int = 32
-    """Active features per token (topk) or on average over the batch (batchtopk)."""
+    """Active features per token (topk), on average over the batch (batchtopk), or the
+    target L0 of the quadratic L0 penalty (jumprelu)."""
     l1: float = 5.0
-    """L1 coefficient (relu) or L0 coefficient (jumprelu)."""
+    """L1 coefficient (relu) or coefficient of the L0 penalty (jumprelu)."""
     tokens: int = 2_000_000
     """Training tokens (activations)."""
     seed: int = 0
@@ -60,7 +61,7 @@ class TrainConfig:
             raise UserError(f"unknown architecture {self.arch!r}: use {', '.join(ARCHITECTURES)}")
         if not 1 <= self.d_sae <= 1 << 20:
             raise UserError(f"--d-sae must be between 1 and {1 << 20}, got {self.d_sae}")
-        if self.arch in ("topk", "batchtopk") and not 1 <= self.k <= self.d_sae:
+        if self.arch in ("topk", "batchtopk", "jumprelu") and not 1 <= self.k <= self.d_sae:
             raise UserError(f"--k must be between 1 and d_sae ({self.d_sae}), got {self.k}")
         if self.tokens < self.batch_size:
             raise UserError(f"--tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
@@ -105,8 +106,11 @@ def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int):
     if cfg.arch == "relu":
         return StandardTrainingSAEConfig(l1_coefficient=cfg.l1, l1_warm_up_steps=cfg.steps // 20, **common)
     if cfg.arch == "jumprelu":
+        # Gemma Scope 2's quadratic penalty around a target L0: no coefficient sweep needed
+        # to land near `k` active features.
         return JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l1, l0_warm_up_steps=cfg.steps // 20,
-                                         **common)
+                                         jumprelu_sparsity_loss_mode="quadratic", target_l0=cfg.k,
+                                         jumprelu_init_threshold=0.1, **common)
     if cfg.arch == "topk":
         return TopKTrainingSAEConfig(k=cfg.k, **common)
     return BatchTopKTrainingSAEConfig(k=cfg.k, **common)
