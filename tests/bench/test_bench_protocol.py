@@ -37,15 +37,16 @@ def test_round_trip_latency(report):
 
 def test_app_launch_to_model_loaded(report):
     from tui.app import SaescopeApp
+    from tui.target import EngineTarget
 
     async def launch() -> float:
         t0 = time.perf_counter()
-        app = SaescopeApp(model="default")
+        app = SaescopeApp(EngineTarget.local(), "default")
         async with app.run_test(size=(80, 24)) as pilot:
-            while not app.is_model_loaded():
-                await pilot.pause(0.05)
-                if time.perf_counter() - t0 > 120:
-                    raise TimeoutError("model never loaded")
+            while app.link.model is None:
+                await pilot.pause(0.02)
+                if app.link.model_error or time.perf_counter() - t0 > 120:
+                    raise RuntimeError(f"model never loaded: {app.link.model_error}")
             return time.perf_counter() - t0
 
     times = [asyncio.run(launch()) for _ in range(3)]
