@@ -33,6 +33,8 @@ from tui.widgets.predict_pane import PredictPane
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.top_tokens import TopTokensTable
+from tui.widgets.runs_table import RunsTable
+from tui.widgets.train_pane import TrainPane
 
 TEST_JOB = {"seconds": 60.0, "steps": 120}
 RESTART_CONFIRM_S = 3.0
@@ -67,6 +69,8 @@ class SaescopeApp(App[None]):
         with TabbedContent(id="panes"):
             with TabPane("Predict", id="predict"):
                 yield PredictPane(self.link)
+            with TabPane("Training", id="train"):
+                yield TrainPane(self.link)
         yield LogView(id="log")
         yield Footer()
 
@@ -121,6 +125,7 @@ class SaescopeApp(App[None]):
         return [("Everywhere", [*self.BINDINGS, palette]),
                 ("Prompt", PromptInput.BINDINGS),
                 ("Top tokens", [*TopTokensTable.BINDINGS, *PredictPane.BINDINGS]),
+                ("Training", [*TrainPane.BINDINGS, *RunsTable.BINDINGS]),
                 ("Log", LogView.BINDINGS)]
 
     def action_toggle_log(self) -> None:
@@ -136,6 +141,11 @@ class SaescopeApp(App[None]):
 
     def action_predict(self) -> None:
         self.query_one(PredictPane).predict()
+
+    def action_train(self, what: str) -> None:
+        """Training palette commands: show the pane, then `TrainPane.command(what)`."""
+        self.query_one("#panes", TabbedContent).active = "train"
+        self.query_one(TrainPane).command(what)
 
     def action_restart_engine(self, confirmed: bool = False) -> None:
         if self._engine_worker is not None and self._engine_worker.is_running:

@@ -18,6 +18,11 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("Restart engine", "restart_engine(True)", "Stop the engine (if it runs) and start a fresh one"),
     ("Start test job", "start_test_job", "Run the engine's sleep job with progress in the status bar"),
     ("Cancel jobs", "cancel_jobs", "Cancel the running engine jobs"),
+    ("Start training", "train('new')", "Training: the form that starts SAE runs"),
+    ("Cancel selected run", "train('pause')", "Training: pause the selected run's job (checkpointed)"),
+    ("Resume selected run", "train('resume')", "Training: continue the selected run from its checkpoint"),
+    ("Open run folder", "train('open')", "Training: reopen a run folder and replay its metrics"),
+    ("Compare runs", "train('compare')", "Training: final metrics of every run side by side"),
     ("Help: keys", "help", "Show every key binding"),
 ]
 

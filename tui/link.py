@@ -124,8 +124,10 @@ class EngineLink:
         return self.model
 
     async def run(self, method: str, params: dict | None = None, *, needs_model: bool = False,
-                  on_event: Callable | None = None) -> dict:
-        """Run one request as a tracked job; returns its result or raises EngineError."""
+                  on_event: Callable | None = None, on_start: Callable[[str], None] | None = None) -> dict:
+        """Run one request as a tracked job; returns its result or raises EngineError.
+
+        `on_start` gets the request id once it is sent (to `cancel` just this job)."""
         if needs_model:
             await self.model_ready()
         client = self._live_client()
@@ -140,6 +142,8 @@ class EngineLink:
 
         pending = await client.send_request(method, params, handle)
         self._set_jobs_now({**self._jobs, pending.id: JobView(pending.id, method)})
+        if on_start is not None:
+            on_start(pending.id)
         try:
             reply = await client.wait(pending)
         finally:

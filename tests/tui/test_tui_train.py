@@ -1,0 +1,196 @@
+"""The Training pane driven by Textual's pilot against a real engine subprocess: bad
+values, tiny runs started from the form (two side by side, and a second job at
+once), live table and curves, keys answering while runs train, final metrics in
+the comparison, replaying a finished folder, and pausing and resuming a run.
+
+Notes
+- One app (one engine, one model load) goes through every step, each a function
+  below; starting the engine and loading the model is most of the cost.
+- Runs are tiny (d_sae 32, k 4, 2048 tokens in batches of 256, 512 eval tokens)
+  and write under pytest's tmp_path, never into the repository's `runs/`.
+- Expected values come from the engine's own files (`metrics.jsonl`, `eval.json`,
+  `checkpoint/position.json`), read here independently of the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from tui.training import FINAL_METRICS, fmt
+from tui.widgets.compare_table import CompareTable
+from tui.widgets.plot_view import PlotView
+from tui.widgets.runs_table import RunsTable
+from tui.widgets.train_form import TrainForm
+from tui.widgets.train_pane import TrainPane
+from tui.widgets.view_bar import ViewBar
+
+TRAIN_TIMEOUT = 120.0
+TINY = dict(d_sae="32", k="4", tokens=str(256 * 8), batch_size="256", eval_tokens="512")
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def cell(table, row_key: str, column_key: str) -> str:
+    return str(table.get_cell(row_key, column_key)).strip()
+
+
+async def open_form(pilot, pane: TrainPane) -> TrainForm:
+    pilot.app.action_train("new")
+    await pilot.pause(0.05)
+    assert pane.view == "form"
+    return pane.form
+
+
+async def submit(pilot, form: TrainForm) -> None:
+    form.query_one("#f-d_sae").focus()
+    await pilot.press("enter")
+
+
+def test_training_pane(make_app, model_loaded, wait_until, tmp_path):
+    async def main():
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await model_loaded(pilot)
+            await bad_values(pilot, wait_until, tmp_path)
+            await side_by_side_compare_and_replay(pilot, wait_until, tmp_path)
+            await pause_and_resume(pilot, wait_until, tmp_path)
+
+    asyncio.run(main())
+
+
+async def bad_values(pilot, wait_until, tmp_path) -> None:
+    pane = pilot.app.query_one(TrainPane)
+    info = pane.query_one("#train-info")
+    form = await open_form(pilot, pane)
+    form.fill(archs=["topk"], out=str(tmp_path / "bad"), **{**TINY, "d_sae": "abc"})
+    await submit(pilot, form)
+    assert pane.info == "d_sae: 'abc' is not a whole number" and info.has_class("-error")
+    assert len(pane.book) == 0 and pane.view == "form"
+    form.fill(archs=[], d_sae="32")
+    await submit(pilot, form)
+    assert pane.info == "pick at least one architecture"
+
+    # The engine's one-line error, and no row left behind.
+    form.fill(archs=["topk"], **{**TINY, "k": "64"})
+    await submit(pilot, form)
+    await wait_until(pilot, lambda: info.has_class("-error"), 30, "the engine's error")
+    assert pane.info == "--k must be between 1 and d_sae (32), got 64"
+    assert len(pane.book) == 0
+
+
+async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
+    app = pilot.app
+    pane = app.query_one(TrainPane)
+    table = app.query_one(RunsTable)
+
+    # Typed like a person: each field starts selected, so typing replaces it.
+    form = await open_form(pilot, pane)
+    assert app.focused is form.query_one("#f-d_sae")
+    await pilot.press("3", "2", "tab", "4")
+    rest = {k: v for k, v in TINY.items() if k not in ("d_sae", "k")}
+    form.fill(archs=["topk", "relu"], out=str(tmp_path / "pair"), **rest)
+    await submit(pilot, form)
+    assert pane.view == "curves" and app.focused is table
+    # A second job at once, while the first one is starting.
+    form = await open_form(pilot, pane)
+    form.fill(archs=["batchtopk"], out=str(tmp_path / "solo"), **TINY)
+    await submit(pilot, form)
+    outs = [str(tmp_path / "pair" / "relu"), str(tmp_path / "pair" / "topk"), str(tmp_path / "solo")]
+    assert [r.out for r in pane.book.ordered()] == outs
+
+    await wait_until(pilot, lambda: any(r.state == "running" for r in pane.book.ordered()),
+                     TRAIN_TIMEOUT, "the first metrics")
+    assert len({r.job.request_id for r in pane.book.ordered()}) == 2  # two jobs, one shared by two runs
+    loss_plot = app.query_one("#plot-loss", PlotView)
+    await wait_until(pilot, lambda: "┤" in loss_plot.drawn, 5, "a loss curve")
+    assert "loss (log)" in loss_plot.drawn
+
+    # Keys answer at once while the runs train.
+    table.focus()
+    await pilot.pause(0.05)
+    for key, check in (("g", lambda: table.cursor_row == 0), ("j", lambda: table.cursor_row == 1),
+                       ("j", lambda: table.cursor_row == 2), ("k", lambda: table.cursor_row == 1),
+                       ("f", lambda: pane.view == "firing"), ("m", lambda: pane.view == "compare"),
+                       ("c", lambda: pane.view == "curves")):
+        t0 = time.monotonic()
+        await pilot.press(key)
+        await wait_until(pilot, check, 1.0, f"the app to answer {key!r}")
+        assert time.monotonic() - t0 < 1.0
+    assert app.query_one(ViewBar).current == "curves"
+
+    await wait_until(pilot, lambda: all(r.state == "finished" for r in pane.book.ordered()),
+                     TRAIN_TIMEOUT, "every run to finish")
+    await pilot.pause(0.3)  # a redraw tick
+    for out in outs:
+        folder = Path(out)
+        saved = json.loads((folder / "saescope.json").read_text())
+        assert (saved["d_sae"], saved["k"], saved["batch_size"], saved["eval_tokens"]) == (32, 4, 256, 512)
+        last = records(folder)[-1]
+        assert last["step"] == 7 and cell(table, out, "step") == "8/8"
+        assert cell(table, out, "loss") == fmt(last["loss"])  # the last record is always sent
+        assert cell(table, out, "state") == "finished"
+
+    await pilot.press("m")
+    compare = app.query_one(CompareTable)
+    await wait_until(pilot, lambda: len(compare.columns) == 4, 2, "the comparison")
+    for out in outs:
+        final = json.loads((Path(out) / "eval.json").read_text())
+        for key, _ in FINAL_METRICS:
+            assert cell(compare, key, out) == fmt(final[key], "pct" if key == "dead_fraction" else "num"), key
+    assert cell(compare, "arch", outs[0]) == "relu" and cell(compare, "sparsity", outs[1]) == "k 4"
+
+    # Reopening a finished folder replays its metrics file into the table and plots.
+    await pilot.press("c")
+    topk = outs[1]
+    pane.book.runs[topk].steps = []  # forget what the live events brought
+    await pilot.press("o")
+    app.screen.query_one("#open-path").value = topk
+    await pilot.press("enter")
+    replayed = pane.book.runs[topk]
+    await wait_until(pilot, lambda: len(replayed.steps) == 8, 10, "the replay")
+    await pilot.pause(0.3)
+    recs = [r for r in records(Path(topk)) if r["kind"] == "step"]
+    assert [r["step"] for r in replayed.steps] == [r["step"] for r in recs]
+    last = recs[-1]
+    assert cell(table, topk, "step") == "8/8"
+    for column, key in (("loss", "loss"), ("ev", "explained_variance"), ("l0", "l0")):
+        assert cell(table, topk, column) == fmt(last[key])
+    assert cell(table, topk, "dead") == fmt(last["dead_fraction_window"], "pct")
+    assert replayed.histogram == last["density_histogram"]
+    assert replayed.final == json.loads((Path(topk) / "eval.json").read_text())
+    assert "opened topk" in pane.info
+
+
+async def pause_and_resume(pilot, wait_until, tmp_path) -> None:
+    app = pilot.app
+    pane = app.query_one(TrainPane)
+    folder = tmp_path / "long"
+    form = await open_form(pilot, pane)
+    form.fill(archs=["topk"], out=str(folder), **{**TINY, "tokens": str(256 * 2000)})
+    await submit(pilot, form)
+    run = pane.book.runs[str(folder)]
+    await wait_until(pilot, lambda: len(run.steps) >= 3, TRAIN_TIMEOUT, "a few steps")
+    await pilot.press("p")  # the long run was selected when it started
+    assert run.state in ("cancelling", "cancelled")  # the engine may answer at once
+    await wait_until(pilot, lambda: run.state == "cancelled", 30, "the pause")
+    assert "paused long" in pane.info
+    checkpoint = json.loads((folder / "checkpoint" / "position.json").read_text())["step"]
+    assert checkpoint >= 3 and not (folder / "eval.json").exists()
+    assert app.link.finished[-1][1:] == ("train.start", "cancelled")
+
+    await pilot.press("p")
+    await wait_until(pilot, lambda: run.state == "running" and run.last["step"] >= checkpoint + 2,
+                     TRAIN_TIMEOUT, "the resumed run's steps")
+    steps = [r["step"] for r in run.steps]
+    assert steps == sorted(set(steps))  # nothing twice, whatever the pause cut off
+    on_disk = [r["step"] for r in records(folder)]
+    assert on_disk[: checkpoint + 2] == list(range(checkpoint + 2))  # continued from the checkpoint
+    assert run.job.resume and run.job.request_id != app.link.finished[-1][0]
+
+    await pilot.press("p")
+    await wait_until(pilot, lambda: run.state == "cancelled", 30, "the second pause")

@@ -1,0 +1,90 @@
+"""The Training pane's headless parts: the run book (merging live events, resume,
+replays), the form's parsing and folder plan, and plots that fit their size."""
+
+from __future__ import annotations
+
+import pytest
+from rich.text import Text
+
+from tui.plots import Series, curves, density, nice_ticks, thin
+from tui.training import FormError, RunBook, fmt, parse_int, parse_settings, plan
+
+
+def step(i: int, **extra) -> dict:
+    return {"kind": "step", "step": i, "tokens": (i + 1) * 256, "loss": 100.0 - i,
+            "explained_variance": i / 10, "l0": 4.0, **extra}
+
+
+def test_events_map_to_runs_by_position_and_resume_drops_what_the_checkpoint_lost():
+    book = RunBook()
+    job = book.start([{"hook": "h", "arch": "topk", "out": "a"}, {"hook": "h", "arch": "relu", "out": "b"}])
+    assert [r.state for r in book.ordered()] == ["starting", "starting"]
+    assert book.metrics(job, {"run": 1, "record": step(0)}) is True
+    assert book.metrics(job, {"run": 1, "record": step(1)}) is False
+    assert book.metrics(job, {"run": 7, "record": step(0)}) is False  # out of range: ignored
+    a, b = book.get("a"), book.get("b")
+    assert (a.state, b.state, len(b.steps)) == ("starting", "running", 2)
+    for i in range(2, 6):
+        book.metrics(job, {"run": 1, "record": step(i)})
+    book.stopped(job, "cancelled")
+    assert b.resumable and book.resume_specs(b) == [{"hook": "h", "arch": "topk", "out": "a"},
+                                                     {"hook": "h", "arch": "relu", "out": "b"}]
+    again = book.start(book.resume_specs(b), resume=True)
+    assert len(b.steps) == 6  # kept until the resumed run reports
+    book.metrics(again, {"run": 1, "record": step(4)})  # the checkpoint was at step 4
+    assert [r["step"] for r in b.steps] == [0, 1, 2, 3, 4]
+    book.finished(again, [{"l0": 4.0}, {"l0": 5.0}])
+    assert b.final == {"l0": 5.0} and not b.resumable and book.busy(["a", "b"]) == []
+
+
+def test_a_job_that_fails_before_reporting_leaves_no_rows_and_replays_start_over():
+    book = RunBook()
+    job = book.start([{"hook": "h", "out": "x"}])
+    book.forget(job)
+    assert len(book) == 0
+    run = book.opened("x", {"config": {"tokens": 1024, "batch_size": 256}, "eval": None,
+                            "records": [step(0, density_histogram={"counts": [1]}), step(1), step(2)]})
+    assert run.state == "cancelled" and run.total_steps == 4 and run.histogram == {"counts": [1]}
+    assert run.series("loss") == ([256, 512, 768], [100.0, 99.0, 98.0])
+
+
+def test_form_parsing_and_folder_plan():
+    assert parse_int("tokens", "2M") == 2_000_000 and parse_int("tokens", "256k") == 256_000
+    assert parse_int("d_sae", "2_048") == 2048
+    with pytest.raises(FormError, match="d_sae: '1.5' is not a whole number"):
+        parse_int("d_sae", "1.5")
+    assert parse_settings({"d_sae": "32", "l1": "0.5", "seed": "", "model": " default "}) == \
+        {"d_sae": 32, "l1": 0.5, "model": "default"}
+    taken = {"runs/topk-b0-mlp_out-1"}.__contains__
+    specs = plan({"hook": "blocks.0.hook_mlp_out"}, ["relu", "topk"], "", taken)
+    assert [s["out"] for s in specs] == ["runs/relu-b0-mlp_out-2", "runs/topk-b0-mlp_out-2"]
+    assert [s["out"] for s in plan({"hook": "h"}, ["topk"], "mine/", taken)] == ["mine"]
+    assert [s["out"] for s in plan({"hook": "h"}, ["topk", "relu"], "mine", taken)] == ["mine/topk", "mine/relu"]
+    with pytest.raises(FormError, match="architecture"):
+        plan({"hook": "h"}, [], "", taken)
+
+
+def test_formatting():
+    assert [fmt(v) for v in (216.97, 4.0, 0.2345, -0.0773, 12345.6, 1e6, None)] == \
+        ["217.0", "4.000", "0.234", "-0.077", "12346", "1.00e+06", "–"]
+    assert fmt(0.25, "pct") == "25%" and fmt(3700, "rate") == "3.7k" and fmt(float("nan")) == "nan"
+
+
+@pytest.mark.parametrize("size", [(80, 20), (38, 7), (20, 5), (10, 3)])
+def test_plots_fit_their_size(size):
+    w, h = size
+    xs = [256 * i for i in range(1, 500)]
+    text = curves([Series(xs, [100 / i for i in range(1, 500)], 39), Series(xs, [0.0] * 499, 208)], w, h,
+                  "loss (log)", log_y=True)
+    hist = density({"edges": [-8 + i / 4 for i in range(33)], "counts": [0] * 28 + [3, 9, 12, 8],
+                    "never_fired": 0}, w, h, "firing")
+    for out in (text, hist, curves([], w, h, "nothing")):
+        lines = Text.from_ansi(out).plain.split("\n")
+        assert len(lines) <= h and all(len(line) <= w for line in lines)
+
+
+def test_ticks_and_thinning():
+    assert nice_ticks(0, 10_240, 5, min_step=2000) == [0, 5000, 10000]
+    assert nice_ticks(-0.0998, -0.0701, 4, min_step=0.02) == [-0.0998, -0.0701]  # the ends when nothing fits
+    xs, ys = thin(list(range(1000)), list(range(1000)), 100)
+    assert len(xs) <= 101 and xs[-1] == 999 and xs[0] == 0

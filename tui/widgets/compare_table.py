@@ -1,0 +1,73 @@
+"""Runs side by side, one column each, with their settings and final evaluation (the
+`train.start` result, or the `eval.json` of a reopened folder): explained variance,
+L0, MSE, dead fraction, CE loss score, KL divergence score, and the CE loss with
+the SAE spliced in.
+
+Notes
+- Runs are columns (a narrow terminal shows the first few and scrolls sideways);
+  rows are the settings that tell runs apart, then the metrics.
+- A run that has not finished shows its state in place of the metrics.
+- Small enough to refill whole on every change.
+"""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from tui.training import FINAL_METRICS, Run, fmt, tokens_label
+
+_PCT = {"dead_fraction"}
+LABEL_WIDTH = 11
+# Rows: (key, label); the settings first, then the final metrics.
+ROWS = (("arch", "arch"), ("d_sae", "d_sae"), ("sparsity", "k / l1"), ("tokens", "tokens"),
+        *FINAL_METRICS)
+
+
+def column(run: Run) -> dict[str, Text]:
+    """Every row's cell for one run (tests compare these with `eval.json`)."""
+    c = run.config
+    k, l1 = f"k {c.get('k', '–')}", f"l1 {c.get('l1', '–')}"
+    sparse = {"topk": k, "batchtopk": k, "relu": l1}.get(run.arch, f"{k}, {l1}")  # jumprelu: both
+    cells = {"arch": run.arch, "d_sae": fmt(c.get("d_sae"), "int"), "sparsity": sparse,
+             "tokens": tokens_label(c["tokens"]) if isinstance(c.get("tokens"), int) else "–"}
+    for i, (key, _) in enumerate(FINAL_METRICS):
+        if run.final is None:
+            cells[key] = run.state if i == 0 else ""
+        else:
+            cells[key] = fmt(run.final.get(key), "pct" if key in _PCT else "num")
+    return {k: Text(v, justify="right") for k, v in cells.items()}
+
+
+class CompareTable(DataTable):
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, group=Binding.Group("Move down / up")),
+        Binding("k", "cursor_up", "Up", show=False, group=Binding.Group("Move down / up")),
+    ]
+    DEFAULT_CSS = """
+    CompareTable { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._runs: list[Run] = []
+
+    def on_mount(self) -> None:
+        self.show([])
+
+    def show(self, runs: list[Run]) -> None:
+        self._runs = list(runs)
+        row = self.cursor_row
+        self.clear(columns=True)
+        self.add_column("", width=LABEL_WIDTH, key="label")
+        columns = [column(r) for r in runs]
+        for run in runs:
+            width = min(max(len(run.name), 8), 24)
+            self.add_column(Text(run.name[:width], style=Style(color=f"color({run.colour})", bold=True),
+                                 justify="right"), width=width, key=run.out)
+        for key, label in ROWS:
+            self.add_row(Text(label, style="bold" if key in dict(FINAL_METRICS) else "dim"),
+                         *(c[key] for c in columns), key=key)
+        self.move_cursor(row=min(max(row, 0), len(ROWS) - 1), animate=False)

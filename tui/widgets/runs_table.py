@@ -1,0 +1,132 @@
+"""The Training pane's runs: one row each with its latest step record; j/k to move,
+space to show or hide its curves.
+
+Columns: name (in the run's plot colour, ● drawn / ○ hidden), arch, step/total,
+loss, explained variance, L0, dead fraction (not fired within the window),
+tokens per second, state.
+
+Notes
+- Rows are keyed by the run's folder; cells are rewritten only for runs whose
+  `version` moved since the last fill, so a redraw with ten runs training costs
+  a few cell updates, not a new table.
+- The name column takes the width the others leave (up to `NAME_MAX`), so
+  nothing scrolls sideways at 80 columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from tui.training import Run, fmt
+
+# (key, heading, width, justify); the name column's width is computed. Cells have no
+# padding: each width holds a one-cell gap (left columns start with a space).
+COLUMNS = (("arch", " arch", 10, "left"), ("step", "step", 10, "right"), ("loss", "loss", 7, "right"),
+           ("ev", "EV", 7, "right"), ("l0", "L0", 6, "right"), ("dead", "dead", 5, "right"),
+           ("rate", "tok/s", 6, "right"), ("state", " state", 11, "left"))
+_STATE_STYLE = {"starting": "dim", "running": "green", "cancelling": "yellow", "cancelled": "yellow",
+                "finished": "bold", "error": "red"}
+_SCROLLBAR = 2
+NAME_MAX = 32
+
+
+def run_cells(run: Run) -> list[Text]:
+    """The row of one run (tests compare these with the engine's records)."""
+    last = run.last or {}
+    total = run.total_steps
+    step = "–" if not last else f"{last['step'] + 1}/{total}" if total else str(last["step"] + 1)
+    values = [" " + run.arch, step, fmt(last.get("loss")), fmt(last.get("explained_variance")),
+              fmt(last.get("l0")), fmt(last.get("dead_fraction_window"), "pct"),
+              fmt(last.get("tokens_per_s"), "rate") if run.state in ("running", "starting") else "–",
+              " " + run.state]
+    cells = [Text(v, justify=j) for v, (_, _, _, j) in zip(values, COLUMNS)]
+    cells[-1].stylize(_STATE_STYLE.get(run.state, ""))
+    return cells
+
+
+def name_cell(run: Run) -> Text:
+    dot = "●" if run.shown else "○"
+    return Text.assemble((" " + dot + " ", Style(color=f"color({run.colour})")), run.name,
+                         overflow="ellipsis", no_wrap=True)
+
+
+class RunsTable(DataTable):
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, group=Binding.Group("Move down / up")),
+        Binding("k", "cursor_up", "Up", show=False, group=Binding.Group("Move down / up")),
+        Binding("g", "scroll_top", "First", show=False, group=Binding.Group("First / last")),
+        Binding("G", "scroll_bottom", "Last", show=False, group=Binding.Group("First / last")),
+        Binding("space", "toggle_shown", "Show", id="runs.toggle_shown", show=False,
+                tooltip="Show or hide the run's curves"),
+    ]
+    DEFAULT_CSS = """
+    RunsTable { height: auto; max-height: 8; }
+    """
+
+    @dataclass
+    class ToggleShown(Message):
+        out: str
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, cell_padding=0, **kwargs)
+        self._runs: list[Run] = []
+        self._versions: dict[str, int] = {}
+        self._name_width = 0
+
+    def on_mount(self) -> None:
+        self._rebuild()
+
+    @property
+    def selected(self) -> str | None:
+        """The folder of the run under the cursor."""
+        if not self._runs or not 0 <= self.cursor_row < len(self._runs):
+            return None
+        return self._runs[self.cursor_row].out
+
+    def show(self, runs: list[Run]) -> None:
+        if [r.out for r in runs] != [r.out for r in self._runs]:
+            self._runs = list(runs)
+            self._rebuild()
+            return
+        for run in runs:
+            if self._versions.get(run.out) != run.version:
+                self._versions[run.out] = run.version
+                self.update_cell(run.out, "name", name_cell(run))
+                for (key, *_), cell in zip(COLUMNS, run_cells(run)):
+                    self.update_cell(run.out, key, cell)
+
+    def select(self, out: str) -> None:
+        for i, run in enumerate(self._runs):
+            if run.out == out:
+                self.move_cursor(row=i, animate=False)
+
+    def on_resize(self) -> None:
+        if self._name_width != self._wanted_name_width():
+            self._rebuild()
+
+    def _wanted_name_width(self) -> int:
+        return min(NAME_MAX, max(12, self.size.width - sum(c[2] for c in COLUMNS) - _SCROLLBAR))
+
+    def _rebuild(self) -> None:
+        keep = self.selected
+        self._name_width = self._wanted_name_width()
+        self.clear(columns=True)
+        self.add_column(" run", width=self._name_width, key="name")
+        for key, heading, width, justify in COLUMNS:
+            self.add_column(Text(heading, justify=justify), width=width, key=key)
+        self._versions = {}
+        for run in self._runs:
+            self._versions[run.out] = run.version
+            self.add_row(name_cell(run), *run_cells(run), key=run.out)
+        if keep is not None:
+            self.select(keep)
+
+    def action_toggle_shown(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.ToggleShown(self.selected))
