@@ -33,6 +33,11 @@ from tui.widgets.predict_pane import PredictPane
 from tui.widgets.prompt_input import PromptInput
 from tui.widgets.status_bar import StatusBar
 from tui.widgets.top_tokens import TopTokensTable
+from tui.navigation import OpenFeature
+from tui.sae_session import SaeSession
+from tui.widgets.ablation_pane import AblationPane
+from tui.widgets.ablation_tree import AblationTree
+from tui.widgets.inspector_pane import InspectorPane
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_pane import TrainPane
 
@@ -69,6 +74,11 @@ class SaescopeApp(App[None]):
         with TabbedContent(id="panes"):
             with TabPane("Predict", id="predict"):
                 yield PredictPane(self.link)
+            saes = SaeSession(self.link)
+            with TabPane("Inspector", id="inspector"):
+                yield InspectorPane(self.link, saes)
+            with TabPane("Ablation", id="ablation"):
+                yield AblationPane(self.link, saes)
             with TabPane("Training", id="train"):
                 yield TrainPane(self.link)
         yield LogView(id="log")
@@ -104,7 +114,8 @@ class SaescopeApp(App[None]):
 
     def on_jobs_changed(self, m: JobsChanged) -> None:
         self.jobs = m.jobs
-        self.query_one(StatusBar).jobs = m.jobs
+        for bar in self.query(StatusBar):  # none while closing: a background request may end then
+            bar.jobs = m.jobs
         self.refresh_bindings()
 
     def on_log_line(self, m: LogLine) -> None:
@@ -126,6 +137,8 @@ class SaescopeApp(App[None]):
                 ("Prompt", PromptInput.BINDINGS),
                 ("Top tokens", [*TopTokensTable.BINDINGS, *PredictPane.BINDINGS]),
                 ("Training", [*TrainPane.BINDINGS, *RunsTable.BINDINGS]),
+                ("Inspector", InspectorPane.BINDINGS),
+                ("Ablation tree", [*AblationPane.BINDINGS, *AblationTree.BINDINGS]),
                 ("Log", LogView.BINDINGS)]
 
     def action_toggle_log(self) -> None:
@@ -146,6 +159,23 @@ class SaescopeApp(App[None]):
         """Training palette commands: show the pane, then `TrainPane.command(what)`."""
         self.query_one("#panes", TabbedContent).active = "train"
         self.query_one(TrainPane).command(what)
+
+    def on_open_feature(self, m: OpenFeature) -> None:
+        self.action_goto_feature(m.feature, m.path)
+
+    def action_goto_feature(self, feature: int, path: str | None = None) -> None:
+        """Show a feature in the Inspector (palette, Ablation pane)."""
+        self.query_one("#panes", TabbedContent).active = "inspector"
+        pane = self.query_one(InspectorPane)
+        pane.show_feature(feature, path)
+        pane.focus_content()
+
+    def action_search_features(self, kind: str) -> None:
+        self.query_one("#panes", TabbedContent).active = "inspector"
+        self.query_one(InspectorPane).action_search(kind)
+
+    def action_show_pane(self, pane: str) -> None:
+        self.query_one("#panes", TabbedContent).active = pane
 
     def action_restart_engine(self, confirmed: bool = False) -> None:
         if self._engine_worker is not None and self._engine_worker.is_running:

@@ -1,11 +1,12 @@
 """The command palette (ctrl+p): the app's actions by name.
 
 Each command names an app action, so the palette, the key bindings and the help
-screen all run the same code.
+screen all run the same code. A number in the query offers "Go to feature N".
 """
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -23,6 +24,12 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("Resume selected run", "train('resume')", "Training: continue the selected run from its checkpoint"),
     ("Open run folder", "train('open')", "Training: reopen a run folder and replay its metrics"),
     ("Compare runs", "train('compare')", "Training: final metrics of every run side by side"),
+    ("Inspector", "show_pane('inspector')", "Show the Inspector: a feature's examples, histogram, logits"),
+    ("Ablation tree", "show_pane('ablation')", "Show the Ablation pane: what drives a prediction"),
+    ("Search: features that fire on a text", "search_features('text')", "Inspector: features firing on typed text"),
+    ("Search: features that boost a token", "search_features('token')", "Inspector: logit effect on one token"),
+    ("Search: densest features", "search_features('densest')", "Inspector: the features that fire most often"),
+    ("Search: dead features", "search_features('dead')", "Inspector: features that never fire in the index"),
     ("Help: keys", "help", "Show every key binding"),
 ]
 
@@ -34,6 +41,10 @@ class SaescopeCommands(Provider):
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
+        if number := re.search(r"\d+", query):  # "12", "feature 12", "#12": go to it
+            n = int(number.group())
+            yield Hit(1.0, f"Go to feature {n}", partial(self.app.run_action, f"goto_feature({n})"),
+                      help="Inspector: show this feature of the open SAE")
         for name, action, help_text in COMMANDS:
             score = max(matcher.match(name), matcher.match(help_text) * 0.5)
             if score > 0:
