@@ -11,7 +11,7 @@ Notes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 Path = tuple[int, ...]
 
@@ -31,10 +31,13 @@ class TreeState:
     mode: str
     generation: int
     """Which rebuild of the pane this is; late replies for older ones are dropped."""
+    _: KW_ONLY
     down: dict | None = None
     """The down tree (`tree.ablate`'s root) while features are ablated."""
     ablated: tuple[int, tuple[int, ...]] | None = None
     """(site index, features) ablated together."""
+    engine: int | None = None
+    """The pid of the engine holding the tree (a restarted engine has lost it)."""
     checks: dict[Path, dict] = field(default_factory=dict)
     """`tree.check` results by the checked node's path."""
 
@@ -60,6 +63,15 @@ def open_chains(root: dict) -> list[tuple]:
                 out.append(chain)
                 queue.append((chain, child))
     return out
+
+
+def chain_of(root: dict, path: Path) -> tuple:
+    """The key chain of the node at `path`."""
+    chain, node = (), root
+    for i in path:
+        node = node["children"][i]
+        chain += (node_key(node),)
+    return chain
 
 
 def find_chain(root: dict, chain: tuple) -> tuple[list[int], dict] | None:

@@ -18,6 +18,8 @@ Notes
 - Down-tree nodes are expanded with `tree.ablate` of that one feature: the engine
   keeps only the up tree under the tree's name, and the children of a down node
   are by definition what ablating it drives.
+- A tree lives in the engine that built it: after an engine restart the next
+  action rebuilds it (same prompt, position, open nodes) instead of failing.
 - Every reply carries the tree's generation; one that arrives after the tree was
   rebuilt (new prompt, position, mode) is dropped.
 """
@@ -44,7 +46,7 @@ from tui.navigation import OpenFeature
 from tui.sae_paths import default_downstream, default_upstream, short_name
 from tui.sae_session import SaeSession
 from tui.text import visible_token
-from tui.tree_state import TreeState, export, find_chain, open_chains
+from tui.tree_state import TreeState, chain_of, export, find_chain, open_chains
 from tui.widgets.ablation_tree import AblationTree, NodeRef
 from tui.widgets.sae_field import SaeField
 from tui.widgets.token_cursor import TokenCursor
@@ -186,7 +188,8 @@ class AblationPane(Vertical):
             params = {"tree": name, "upstream": paths[0], "downstream": paths[1], "prompt": prompt,
                       "position": position, "mode": self.mode, "method": self.method, "top": TOP}
             opened = await self.link.run("tree.open", params, needs_model=True)
-            state = TreeState(name, prompt, paths, opened, self.method, self.mode, generation)
+            state = TreeState(name, prompt, paths, opened, self.method, self.mode, generation,
+                              engine=self.link.engine_pid)
             await self._reexpand(state, keep)
         except EngineError as e:
             self.post_message(self.Failed(generation, str(e)))
@@ -222,9 +225,20 @@ class AblationPane(Vertical):
             self._info(message.error, error=True)
 
     # ---- expanding ----------------------------------------------------------------------
+    def _lost(self, also_open: tuple | None = None) -> bool:
+        """True (and the tree is rebuilt, with `also_open` opened too) when the engine
+        holding the tree has restarted."""
+        if self.state is None or self.state.engine == self.link.engine_pid or not self.link.connected:
+            return False
+        self.app.notify("The engine restarted: rebuilding the tree.", timeout=4)
+        self._recompute([also_open] if also_open else [])
+        return True
+
     def on_ablation_tree_expand_wanted(self, message: AblationTree.ExpandWanted) -> None:
         message.stop()
         if self.state is None:
+            return
+        if self._lost(chain_of(self.state.up, message.ref.path) if self.direction == "up" else None):
             return
         down = self.direction == "down"
         self.run_worker(self._expand(self.state, message.ref, down), group="expand", exit_on_error=False)
@@ -275,7 +289,7 @@ class AblationPane(Vertical):
         return ref.node
 
     def action_ablate(self) -> None:
-        if self.state is None or (node := self._selected_feature()) is None:
+        if self.state is None or self._lost() or (node := self._selected_feature()) is None:
             return
         n = node["node"]
         site, feature = n["site_index"], n["feature"]
@@ -333,11 +347,11 @@ class AblationPane(Vertical):
         self.mode = "mean" if self.mode == "zero" else "zero"
         self._recompute()
 
-    def _recompute(self) -> None:
+    def _recompute(self, also_open: list[tuple] = ()) -> None:
         if self.state is None:
             self._info(self._settings())
             return
-        keep = open_chains(self.state.up)
+        keep = open_chains(self.state.up) + list(also_open)
         self.open_tree(self.state.opened["position"], keep)
 
     def action_position(self, step: int) -> None:
@@ -363,7 +377,7 @@ class AblationPane(Vertical):
     def action_check(self) -> None:
         s = self.state
         ref = self.tree.selected
-        if s is None or ref is None:
+        if s is None or ref is None or self._lost():
             return
         if self.direction == "down":
             self.app.notify("Down-tree effects are exact already; check the up tree (d switches).", timeout=4)
