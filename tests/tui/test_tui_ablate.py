@@ -1,7 +1,7 @@
 """The Ablation pane driven by the pilot against a real engine: a tree for a prompt,
 expanding two levels, ablating a node and seeing the down tree, checking
-attribution against exact ablation, switching to exact, opening a node in the
-Inspector, exporting; and a snapshot at 80x24."""
+attribution against exact ablation, switching to exact and to mean ablation,
+exporting, opening a node in the Inspector; and a snapshot at 80x24."""
 
 from __future__ import annotations
 
@@ -123,6 +123,15 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
             reopened = [c for c in s.up["children"] if c["node"].get("feature") == key]
             assert not reopened or reopened[0]["children"] is not None
             assert s.ablated == (0, (f,))  # the ablation survives a method change
+
+            # Mean ablation: the tree and the ablation are computed again in that mode.
+            await pilot.press("z")
+            await wait_until(pilot, lambda: pane.state.mode == "mean" and pane.state.down is not None, 90,
+                             "the mean-ablation tree")
+            s = pane.state
+            assert s.down["node"]["mode"] == "mean" and pane.direction == "down"
+            assert str(tree.root.label) == f"ablate resid_mid #{f} (mean)"
+            await pilot.press("d")
 
             # Export, then open a feature in the Inspector.
             await pilot.press("e")
