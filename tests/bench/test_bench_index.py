@@ -69,13 +69,14 @@ def test_feature_page_latency(report):
     engine.request("load", "model.load")
     engine.reply("load", timeout=120)
     engine.request("open", "sae.open", path=SAE)
-    engine.reply("open", timeout=600)
+    d_sae = engine.reply("open", timeout=600)[0]["result"]["d_sae"]
     samples = []
     for i in range(60):
         t0 = time.perf_counter()
-        engine.request(f"p{i}", "feature.page", path=SAE, feature=(i * 37) % 2048, top=10)
-        engine.reply(f"p{i}")
+        engine.request(f"p{i}", "feature.page", path=SAE, feature=(i * 37) % d_sae, top=10)
+        reply, _ = engine.reply(f"p{i}")
         samples.append((time.perf_counter() - t0) * 1000)
+        assert reply["status"] == "ok", reply
     engine.close()
     s = sorted(samples[5:])
     report("feature_page", {"median_ms": round(statistics.median(s), 1), "p95_ms": round(s[int(0.95 * (len(s) - 1))], 1)})
