@@ -9,6 +9,10 @@ import time
 
 from tests.conftest import REPO
 
+import pytest
+
+pytestmark = pytest.mark.timeout(0)  # benchmarks take as long as they take
+
 UP = os.environ.get("BENCH_UP", str(REPO / "weights" / "saes" / "resid_mid-topk"))
 DOWN = os.environ.get("BENCH_DOWN", str(REPO / "weights" / "saes" / "mlp_out-topk"))
 PROMPTS = ["def __init__(self, name, value):\n        self.name = name\n        self.value",

@@ -6,6 +6,10 @@ import torch
 
 from tests.bench.matmul import matmul_gflops
 
+import pytest
+
+pytestmark = pytest.mark.timeout(0)  # benchmarks take as long as they take
+
 
 def flops_per_token(cfg) -> float:
     """Matmul FLOPs of one token's forward pass (attention at the average causal length)."""

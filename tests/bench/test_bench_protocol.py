@@ -10,6 +10,10 @@ import time
 
 from tests.engine.engine_proc import EngineProcess
 
+import pytest
+
+pytestmark = pytest.mark.timeout(0)  # benchmarks take as long as they take
+
 
 def _percentiles(samples_ms: list[float]) -> dict:
     s = sorted(samples_ms)

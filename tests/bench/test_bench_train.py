@@ -13,8 +13,12 @@ import torch
 
 from tests.bench.matmul import matmul_gflops
 
+import pytest
+
+pytestmark = pytest.mark.timeout(0)  # benchmarks take as long as they take
+
 HOOK = "blocks.0.hook_mlp_out"
-TOKENS = int(os.environ.get("BENCH_TRAIN_TOKENS", 4096 * 60))
+TOKENS = int(os.environ.get("BENCH_TRAIN_TOKENS", 4096 * 30))
 D_SAE, K, BATCH = 2048, 32, 4096
 
 
