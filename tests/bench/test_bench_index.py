@@ -11,9 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.timeout(0)  # benchmarks take as long as they take
 
 SAE = os.environ.get("BENCH_SAE", str(REPO / "weights" / "saes" / "mlp_out-topk"))
 MEASURE = """
@@ -21,10 +24,6 @@ import resource, sys, time, torch
 from engine.models import load_model
 from engine.inspect import SaeView
 from engine.index import build_index
-
-import pytest
-
-pytestmark = pytest.mark.timeout(0)  # benchmarks take as long as they take
 lm = load_model("default", device="cpu")
 view = SaeView(lm, sys.argv[1], index_tokens=int(sys.argv[2]))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
