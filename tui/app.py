@@ -114,8 +114,9 @@ class SaescopeApp(App[None]):
 
     def on_jobs_changed(self, m: JobsChanged) -> None:
         self.jobs = m.jobs
-        for bar in self.query(StatusBar):  # none while closing: a background request may end then
-            bar.jobs = m.jobs
+        if not self.screen_stack or not (bars := self.query(StatusBar)):
+            return  # the app is closing: a background request may end after its screens went
+        bars.first().jobs = m.jobs
         self.refresh_bindings()
 
     def on_log_line(self, m: LogLine) -> None:
@@ -165,17 +166,18 @@ class SaescopeApp(App[None]):
 
     def action_goto_feature(self, feature: int, path: str | None = None) -> None:
         """Show a feature in the Inspector (palette, Ablation pane)."""
-        self.query_one("#panes", TabbedContent).active = "inspector"
-        pane = self.query_one(InspectorPane)
-        pane.show_feature(feature, path)
-        pane.focus_content()
+        self.action_show_pane("inspector")
+        self.query_one(InspectorPane).show_feature(feature, path)
 
     def action_search_features(self, kind: str) -> None:
-        self.query_one("#panes", TabbedContent).active = "inspector"
+        self.action_show_pane("inspector")
         self.query_one(InspectorPane).action_search(kind)
 
     def action_show_pane(self, pane: str) -> None:
         self.query_one("#panes", TabbedContent).active = pane
+        for widget in self.query_one(f"#{pane}", TabPane).children:
+            if hasattr(widget, "focus_content"):  # into the pane, not wherever focus fell
+                widget.focus_content()
 
     def action_restart_engine(self, confirmed: bool = False) -> None:
         if self._engine_worker is not None and self._engine_worker.is_running:

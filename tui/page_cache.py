@@ -2,7 +2,7 @@
 on the engine once a page has been fetched, and pages likely to be wanted next
 are fetched in the background.
 
-`PageCache(fetch)` wraps an async `fetch(path, feature) -> page`. `cached()` answers
+`PageCache(fetch)` wraps an async `fetch(path, feature, background) -> page`. `cached()` answers
 at once from memory; `get()` fetches (sharing a fetch already in flight for the
 same page); `prefetch()` queues pages to fetch one at a time in the background.
 
@@ -28,7 +28,7 @@ import contextlib
 from typing import Awaitable, Callable, Iterable
 
 Key = tuple[str, int]
-Fetch = Callable[[str, int], Awaitable[dict]]
+Fetch = Callable[[str, int, bool], Awaitable[dict]]  # (path, feature, background) -> page
 
 
 class PageCache:
@@ -47,14 +47,15 @@ class PageCache:
             self._pages.move_to_end((path, feature))
         return page
 
-    async def get(self, path: str, feature: int) -> dict:
-        """The page, from memory or the engine; raises what `fetch` raises."""
+    async def get(self, path: str, feature: int, background: bool = False) -> dict:
+        """The page, from memory or the engine; raises what `fetch` raises. `background`
+        is passed to `fetch` when this call starts the request (a prefetch)."""
         key = (path, feature)
         if (page := self.cached(*key)) is not None:
             return page
         future = self._inflight.get(key)
         if future is None:
-            future = self._inflight[key] = asyncio.ensure_future(self._fetch_one(key))
+            future = self._inflight[key] = asyncio.ensure_future(self._fetch_one(key, background))
         self._waiters[key] += 1
         try:
             return await asyncio.shield(future)  # one caller giving up does not cancel a shared fetch...
@@ -67,10 +68,10 @@ class PageCache:
             if not self._waiters[key]:
                 del self._waiters[key]
 
-    async def _fetch_one(self, key: Key) -> dict:
+    async def _fetch_one(self, key: Key, background: bool) -> dict:
         self.fetched.append(key)
         try:
-            page = await self._fetch(*key)
+            page = await self._fetch(*key, background)
         finally:
             self._inflight.pop(key, None)
         self._pages[key] = page
@@ -95,7 +96,7 @@ class PageCache:
             if key in self._pages:
                 continue
             with contextlib.suppress(Exception):  # noqa: BLE001 - see the notes
-                await self.get(*key)
+                await self.get(*key, background=True)
 
     def clear(self) -> None:
         self._pages.clear()

@@ -10,6 +10,8 @@ Notes
 - `index_tokens` is passed to `sae.open` as `tokens`: None uses the index the
   folder has (any size) and builds one of 1M tokens only when there is none;
   tests set a small number.
+- Prefetched pages go straight through the client: the status bar's job list is
+  for work the user asked for, and a prefetch flickering there is noise.
 - The open itself is shielded: a pane that gives up waiting (a newer request
   replaced it) does not throw away an index half built.
 """
@@ -62,7 +64,11 @@ class SaeSession:
         self._open[path] = (self.link.engine_pid, info)
         return info
 
-    async def page(self, path: str, feature: int) -> dict:
-        """A feature page (the `fetch` of the Inspector's page cache)."""
+    async def page(self, path: str, feature: int, background: bool = False) -> dict:
+        """A feature page (the `fetch` of the Inspector's page cache). A `background`
+        one (a prefetch) is not a job the user started: it stays out of the job list."""
         await self.open(path)
-        return await self.link.run("feature.page", {"path": path, "feature": feature}, needs_model=True)
+        params = {"path": path, "feature": feature}
+        if background and self.link.client is not None:
+            return await self.link.client.call("feature.page", params)
+        return await self.link.run("feature.page", params, needs_model=True)

@@ -113,6 +113,15 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
                     assert f"={'+' if exact >= 0 else '−'}{abs(exact):.3f}" in line
                     assert abs(pairs[n["node"]["feature"]]["attribution"] - n["effect"]) < 1e-4
 
+            # Mean ablation: the tree and the ablation are computed again in that mode.
+            await pilot.press("z")
+            await wait_until(pilot, lambda: pane.state.mode == "mean" and pane.state.down is not None, 90,
+                             "the mean-ablation tree")
+            s = pane.state
+            assert s.down["node"]["mode"] == "mean" and pane.direction == "down"
+            assert str(tree.root.label) == f"ablate resid_mid #{f} (mean)"
+            await pilot.press("d")
+
             # Exact effects: the tree is recomputed, the open node opened again.
             key = child.data.node["node"]["feature"]
             await pilot.press("x")
@@ -122,16 +131,7 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
             assert all(" = " in line for line in labels(tree.root))
             reopened = [c for c in s.up["children"] if c["node"].get("feature") == key]
             assert not reopened or reopened[0]["children"] is not None
-            assert s.ablated == (0, (f,))  # the ablation survives a method change
-
-            # Mean ablation: the tree and the ablation are computed again in that mode.
-            await pilot.press("z")
-            await wait_until(pilot, lambda: pane.state.mode == "mean" and pane.state.down is not None, 90,
-                             "the mean-ablation tree")
-            s = pane.state
-            assert s.down["node"]["mode"] == "mean" and pane.direction == "down"
-            assert str(tree.root.label) == f"ablate resid_mid #{f} (mean)"
-            await pilot.press("d")
+            assert s.ablated == (0, (f,)) and s.mode == "mean"  # the ablation survives a method change
 
             # Export, then open a feature in the Inspector.
             await pilot.press("e")
@@ -158,8 +158,9 @@ def test_ablation_80x24(snap_compare, make_app, model_loaded, wait_until, sae_en
     async def run_before(pilot) -> None:
         app = pilot.app
         await model_loaded(pilot)
-        app.query_one(TabbedContent).active = "ablation"
+        app.action_show_pane("ablation")
         pane = app.query_one(AblationPane)
+        await wait_until(pilot, lambda: app.focused is pane.prompt_input, 10, "the Ablation pane")
         await pilot.press(*PROMPT, "enter")
         await wait_until(pilot, lambda: pane.state is not None, 60, "the tree")
         child = first_feature(pane.tree.root)

@@ -16,8 +16,9 @@ def test_page_cache_shares_fetches_and_prefetches_in_order():
         started: list[tuple[str, int]] = []
         release = asyncio.Event()
 
-        async def fetch(path: str, feature: int) -> dict:
+        async def fetch(path: str, feature: int, background: bool) -> dict:
             started.append((path, feature))
+            assert background == (feature != 1)  # only the first is asked for in the foreground
             await release.wait()
             return {"feature": feature}
 
@@ -89,7 +90,7 @@ def test_page_cache_cancels_a_fetch_nobody_waits_for():
     async def main():
         cancelled = []
 
-        async def fetch(path: str, feature: int) -> dict:
+        async def fetch(path: str, feature: int, background: bool) -> dict:
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:

@@ -8,7 +8,7 @@ import asyncio
 
 from textual.widgets import OptionList, TabbedContent
 
-from tests.tui.sae_setup import PROMPT, TOKEN, needs_shipped_saes, sae_engine  # noqa: F401 (a fixture)
+from tests.tui.sae_setup import TOKEN, needs_shipped_saes, sae_engine  # noqa: F401 (a fixture)
 from tui.screens.feature_search import FeatureSearchScreen
 from tui.target import EngineTarget
 from tui.widgets.example_list import ExampleList
@@ -86,9 +86,9 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             await pilot.press("v")
             live = pane.query_one(LiveView)
             assert app.focused is live.text_input
-            await pilot.press(*PROMPT)
+            await pilot.press(*"def f(x):")
             await wait_until(pilot, lambda: live.result is not None, 30, "live activations")
-            assert live.result["tokens"][:2] == ["def", " __"]
+            assert live.result["tokens"] == ["def", " f", "(", "x", "):"]
             assert pane.query_one(TokenCursor).tokens == live.result["tokens"]
             strongest = live.result["strongest"]
             assert strongest and [s["max"] for s in strongest] == sorted((s["max"] for s in strongest), reverse=True)
@@ -114,11 +114,11 @@ def test_inspector_80x24(snap_compare, make_app, model_loaded, wait_until, sae_e
     async def run_before(pilot) -> None:
         app = pilot.app
         await model_loaded(pilot)
-        app.query_one(TabbedContent).active = "inspector"
         pane = app.query_one(InspectorPane)
-        await pilot.press("g", "ctrl+u", *"3", "enter")
+        pane.number_input.value = "3"  # the first page shown
+        app.action_show_pane("inspector")
         await wait_until(pilot, lambda: pane.page_view.page is not None and pane.page_view.page["feature"] == 3
-                         and not pane.pages.prefetching and not app.jobs, 60, "feature 3, quiet")
+                         and not app.jobs, 60, "feature 3, quiet")
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)

@@ -135,8 +135,10 @@ class AblationPane(Vertical):
         self._info(self._settings())
 
     def on_show(self) -> None:
-        if isinstance(self.app.focused, Tabs):  # someone walking the tabs with ←/→ stays there
-            return
+        if not isinstance(self.app.focused, Tabs):  # someone walking the tabs with ←/→ stays there
+            self.focus_content()
+
+    def focus_content(self) -> None:
         (self.prompt_input if self.state is None else self.tree).focus()
 
     # ---- parts ------------------------------------------------------------------------

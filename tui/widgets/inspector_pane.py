@@ -117,9 +117,6 @@ class InspectorPane(Vertical):
     def on_mount(self) -> None:
         self.page_view.show_message("Enter a feature number, or / to search. The SAE opens when this pane is first shown.")
 
-    def on_show(self) -> None:
-        self.activate()
-
     def on_unmount(self) -> None:
         self.pages.close()
 
@@ -149,9 +146,8 @@ class InspectorPane(Vertical):
         return info["d_sae"] if info else None
 
     # ---- showing features -------------------------------------------------------------
-    def activate(self) -> None:
-        """The pane was shown: open the SAE and show a first page, once."""
-        if self.current is None:
+    def on_show(self) -> None:
+        if self.current is None:  # the first time: open the SAE and show a first page
             self.show_feature(int(self.number_input.value or 0))
         if not isinstance(self.app.focused, Tabs):  # someone walking the tabs with ←/→ stays there
             self.focus_content()
