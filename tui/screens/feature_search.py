@@ -57,7 +57,7 @@ class FeatureSearchScreen(ModalScreen[int | None]):
     FeatureSearchScreen #search-query { margin: 1 0 0 0; }
     FeatureSearchScreen #search-info { height: 1; color: $text-muted; }
     FeatureSearchScreen #search-info.-error { color: $text-error; }
-    FeatureSearchScreen OptionList { height: 1fr; border: none; }
+    FeatureSearchScreen OptionList, FeatureSearchScreen OptionList:focus { height: 1fr; border: none; }
     """
 
     @dataclass

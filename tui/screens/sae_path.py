@@ -29,7 +29,7 @@ class SaePathScreen(ModalScreen[str | None]):
         border: round $primary; background: $surface; padding: 0 1;
     }
     SaePathScreen Static { color: $text-muted; }
-    SaePathScreen OptionList { height: auto; max-height: 10; border: none; }
+    SaePathScreen OptionList, SaePathScreen OptionList:focus { height: auto; max-height: 10; border: none; }
     """
 
     def __init__(self, path: str, title: str = "SAE folder") -> None:

@@ -36,7 +36,7 @@ DEBOUNCE = 0.3
 class LiveView(Vertical):
     BINDINGS = [
         Binding("ctrl+t", "focus_text", "Text", id="live.focus_text", tooltip="Type the text to run"),
-        Binding("escape", "leave_text", "Lists", id="live.leave_text", show=False,
+        Binding("escape", "leave_text", "Lists", id="live.leave_text",
                 tooltip="Leave the text for the feature lists"),
     ]
     DEFAULT_CSS = """
