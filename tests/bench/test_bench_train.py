@@ -46,7 +46,7 @@ def _sae_lens_rate(lm, corpus, tmp_path) -> float:
                                   normalize_activations="expected_average_only_in"),
         model_name="mini-gelu-1l", hook_name=HOOK, dataset_path="unused", is_dataset_tokenized=True,
         streaming=False, context_size=lm.model.cfg.n_ctx, training_tokens=TOKENS,
-        train_batch_size_tokens=BATCH, n_batches_in_buffer=8, store_batch_size_prompts=64,
+        train_batch_size_tokens=BATCH, n_batches_in_buffer=64, store_batch_size_prompts=64,
         n_batches_for_norm_estimate=8, device="cpu", logger=LoggingConfig(log_to_wandb=False),
         output_path=str(tmp_path / "sae_lens_out"), checkpoint_path=str(tmp_path / "sae_lens_ckpt"),
         verbose=False, exclude_special_tokens=[lm.tokenizer.bos_token_id],
