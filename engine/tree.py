@@ -136,11 +136,12 @@ class TreeBuilder:
 
     def _metric_name(self) -> str:
         m, tok = self.metric, self.s.lm.tokenizer
+        at = m.position - 1  # users count prompt tokens from 0, without the BOS
         if m.kind == "logit":
-            return f"logit {tok.decode([m.token])!r} @ {m.position}"
+            return f"logit {tok.decode([m.token])!r} @ {at}"
         if m.kind == "logit_diff":
-            return f"logit {tok.decode([m.token])!r} - {tok.decode([m.other])!r} @ {m.position}"
-        return f"loss of {tok.decode([m.token])!r} @ {m.position}"
+            return f"logit {tok.decode([m.token])!r} - {tok.decode([m.other])!r} @ {at}"
+        return f"loss of {tok.decode([m.token])!r} @ {at}"
 
     # ---- checking attribution against exact ---------------------------------------
     def agreement(self, target: Target, site: int) -> dict:
