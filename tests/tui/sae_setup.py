@@ -9,9 +9,6 @@ fixture by name.
 Notes
 - Copies, not the shipped folders: `sae.open` writes its index beside the SAE,
   and a test's small index must never replace a user's full one.
-- Before the default SAEs exist (they are trained by a recipe), tiny SAEs are
-  trained through the engine's `train.start` instead, and `shipped` is False:
-  snapshot tests, whose pictures hold the shipped SAEs' numbers, skip then.
 - Pilot tests attach to this engine over TCP, so no test waits for a model load
   of its own; snapshot and tmux tests start their own engine (their screens name
   it), which reads the same folder through `SAESCOPE_WEIGHTS`.
@@ -33,7 +30,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "weights"
 UP, DOWN = "resid_mid-topk", "mlp_out-topk"
-HOOKS = {UP: "blocks.0.hook_resid_mid", DOWN: "blocks.0.hook_mlp_out"}
 INDEX_TOKENS = 128 * 64
 TOKEN = "s3cret"
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
@@ -44,7 +40,6 @@ PROMPT = "def __init__(self, name):"
 class SaeSetup:
     address: str  # HOST:PORT of the engine, token TOKEN
     weights: Path  # a folder for SAESCOPE_WEIGHTS
-    shipped: bool  # the SAEs are copies of weights/saes (else tiny ones trained here)
 
     @property
     def up(self) -> str:
@@ -55,11 +50,7 @@ class SaeSetup:
         return str(self.weights / "saes" / DOWN)
 
 
-def shipped_saes_ready() -> bool:
-    return all((SHIPPED / "saes" / name / f).exists() for name in (UP, DOWN) for f in SAE_FILES)
-
-
-async def _prepare(address: str, weights: Path, shipped: bool) -> None:
+async def _prepare(address: str, weights: Path) -> None:
     from tui.client import EngineClient
     from tui.target import EngineTarget
 
@@ -67,10 +58,6 @@ async def _prepare(address: str, weights: Path, shipped: bool) -> None:
     await client.start()
     try:
         saes = weights / "saes"
-        if not shipped:
-            runs = [dict(hook=HOOKS[name], arch="topk", d_sae=256, k=8, tokens=256 * 24, batch_size=256,
-                         eval_tokens=512, out=str(saes / name)) for name in (UP, DOWN)]
-            await client.call("train.start", {"runs": runs})
         for name in (UP, DOWN):
             await client.call("sae.open", {"path": str(saes / name), "tokens": INDEX_TOKENS})
     finally:
@@ -88,12 +75,10 @@ def sae_engine(tmp_path_factory):
     weights = tmp_path_factory.mktemp("weights")
     for name in ("mini-gelu-1l", "corpus"):
         (weights / name).symlink_to(SHIPPED / name)
-    shipped = shipped_saes_ready()
-    if shipped:
-        for name in (UP, DOWN):
-            (weights / "saes" / name).mkdir(parents=True)
-            for f in SAE_FILES:
-                shutil.copy2(SHIPPED / "saes" / name / f, weights / "saes" / name / f)
+    for name in (UP, DOWN):
+        (weights / "saes" / name).mkdir(parents=True)
+        for f in SAE_FILES:
+            shutil.copy2(SHIPPED / "saes" / name / f, weights / "saes" / name / f)
     proc = subprocess.Popen([sys.executable, "-m", "engine", "engine", "serve", "--listen", "127.0.0.1:0",
                              "--token", TOKEN, "--model", "default"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -105,15 +90,10 @@ def sae_engine(tmp_path_factory):
             raise AssertionError("the engine did not start listening")
         address = m.group(1)
         threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would stall the engine
-        asyncio.run(_prepare(address, weights, shipped))
-        _shared.append(SaeSetup(address, weights, shipped))
+        asyncio.run(_prepare(address, weights))
+        _shared.append(SaeSetup(address, weights))
         yield _shared[0]
     finally:
         _shared.clear()
         proc.kill()
         proc.wait()
-
-
-def needs_shipped_saes(setup: SaeSetup) -> None:
-    if not setup.shipped:
-        pytest.skip("the default SAEs (weights/saes) are not trained yet: snapshots show their numbers")

@@ -10,7 +10,7 @@ import json
 
 from textual.widgets import TabbedContent
 
-from tests.tui.sae_setup import PROMPT, TOKEN, needs_shipped_saes, sae_engine  # noqa: F401 (a fixture)
+from tests.tui.sae_setup import PROMPT, TOKEN, sae_engine  # noqa: F401 (a fixture)
 from tui.target import EngineTarget
 from tui.widgets.ablation_pane import AblationPane
 from tui.widgets.inspector_pane import InspectorPane
@@ -152,7 +152,6 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
 
 
 def test_ablation_80x24(snap_compare, make_app, model_loaded, wait_until, sae_engine, monkeypatch):
-    needs_shipped_saes(sae_engine)
     monkeypatch.setenv("SAESCOPE_WEIGHTS", str(sae_engine.weights))
 
     async def run_before(pilot) -> None:

@@ -8,7 +8,7 @@ import asyncio
 
 from textual.widgets import OptionList, TabbedContent
 
-from tests.tui.sae_setup import TOKEN, needs_shipped_saes, sae_engine  # noqa: F401 (a fixture)
+from tests.tui.sae_setup import TOKEN, sae_engine  # noqa: F401 (a fixture)
 from tui.screens.feature_search import FeatureSearchScreen
 from tui.target import EngineTarget
 from tui.widgets.example_list import ExampleList
@@ -108,7 +108,6 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
 
 
 def test_inspector_80x24(snap_compare, make_app, model_loaded, wait_until, sae_engine, monkeypatch):
-    needs_shipped_saes(sae_engine)
     monkeypatch.setenv("SAESCOPE_WEIGHTS", str(sae_engine.weights))
 
     async def run_before(pilot) -> None:
