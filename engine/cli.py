@@ -32,6 +32,8 @@ ModelOpt = typer.Option("default", "--model", "-m", help="Model spec: default, s
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda[:N].")
 DtypeOpt = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object instead of a table.")
+ContextOpt = typer.Option(None, "--context", help="Tokens per window, BOS included (default: the model's context, at most 256).")
+CorpusOpt = typer.Option(None, "--corpus", help="Text files, a folder, a saved HF dataset or shard (default: the shipped corpus, in the model's tokens).")
 
 
 def quiet_libraries() -> None:
@@ -141,6 +143,9 @@ def train(
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between spliced-in evaluations (0: at the end)."),
     eval_tokens: int = typer.Option(65_536, "--eval-tokens", help="Held-out tokens for each evaluation."),
     model: str = ModelOpt,
+    context: int = typer.Option(0, "--context", help="Tokens per window, BOS included (0: the model's context, at most 256)."),
+    corpus: Optional[str] = CorpusOpt,
+    device: str = DeviceOpt,
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file: a list of run settings (overrides the flags)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run(s) in --out from the last checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines of metrics instead of a progress bar."),
@@ -153,8 +158,8 @@ def train(
         cfgs, dirs = plan_runs(hook=hook, archs=arch, seeds=seed, out=out, config=config, model=model,
                                d_sae=d_sae, k=k, l1=l1, tokens=tokens, lr=lr, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, eval_every=eval_every,
-                               eval_tokens=eval_tokens)
-        results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json)
+                               eval_tokens=eval_tokens, context=context)
+        results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device)
     except UserError as e:
         fail(str(e))
     if as_json:
@@ -167,14 +172,20 @@ def eval_sae(
     sae_dir: Path = typer.Argument(..., help="An SAE folder in sae_lens format."),
     tokens: int = typer.Option(65_536, "--tokens", help="Held-out tokens to evaluate on."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
+    context: Optional[int] = ContextOpt,
+    corpus: Optional[str] = CorpusOpt,
+    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Evaluate an SAE spliced into its model: reconstruction, sparsity, CE and KL scores."""
     quiet_libraries()
+    from engine.models import load_model
+    from engine.saes import load_sae, model_spec_for
     from engine.train.runs import evaluate_folder
 
     try:
-        result = evaluate_folder(sae_dir, tokens, model)
+        lm = load_model(model or model_spec_for(load_sae(sae_dir)), device)
+        result = evaluate_folder(sae_dir, tokens, lm=lm, corpus=corpus, context=context)
     except UserError as e:
         fail(str(e))
     if as_json:
@@ -193,8 +204,10 @@ def eval_sae(
 def index(
     sae_dir: Path = typer.Argument(..., help="An SAE folder in sae_lens format."),
     tokens: int = typer.Option(1 << 20, "--tokens", help="Corpus tokens to index."),
-    corpus: Optional[str] = typer.Option(None, "--corpus", help="Text files, a folder, or a saved HF dataset (default: the shipped shard)."),
+    corpus: Optional[str] = CorpusOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
+    context: Optional[int] = ContextOpt,
+    device: str = DeviceOpt,
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if a current index exists."),
 ) -> None:
     """Build the feature index (top examples, histograms, densities) beside the SAE."""
@@ -208,7 +221,7 @@ def index(
 
     console = Console(stderr=True)
     try:
-        view = open_view(sae_dir, model, corpus, tokens)
+        view = open_view(sae_dir, model, corpus, tokens, context=context, device=device)
         t0 = time.time()
         with Progress(console=console) as progress:
             task = progress.add_task(f"indexing {view.windows.numel():,} tokens", total=1.0)
@@ -226,8 +239,10 @@ def inspect(
     feature: int = typer.Argument(..., help="Feature number."),
     top: int = typer.Option(10, "--top", "-n", help="How many top examples."),
     tokens: Optional[int] = typer.Option(None, "--tokens", help="Corpus tokens of the index (default: the existing index, else 1M; built if missing)."),
-    corpus: Optional[str] = typer.Option(None, "--corpus", help="Corpus of the index (default: the shipped shard)."),
+    corpus: Optional[str] = CorpusOpt,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAE names)."),
+    context: Optional[int] = ContextOpt,
+    device: str = DeviceOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Show what a feature means: top examples, histogram, logit effects, neighbours."""
@@ -235,7 +250,7 @@ def inspect(
     from engine.inspect import open_view
 
     try:
-        view = open_view(sae_dir, model, corpus, tokens)
+        view = open_view(sae_dir, model, corpus, tokens, context=context, device=device)
         view.check_feature(feature)
         view.ensure_index()
         page = view.feature_page(feature, top=top)
@@ -263,11 +278,15 @@ def ablate(
     top: int = typer.Option(8, "--top", help="Children per node."),
     depth: int = typer.Option(2, "--depth", help="Levels to expand."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAEs name)."),
+    context: Optional[int] = ContextOpt,
+    corpus: Optional[str] = CorpusOpt,
+    device: str = DeviceOpt,
     uninterpretable: bool = typer.Option(False, "--uninterpretable", help="List causally important features whose top examples share no obvious token."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Ablate SAE features and show, as a tree, which features and logits they drive."""
     quiet_libraries()
+    from engine.corpus import corpus_for
     from engine.models import load_model
     from engine.saes import load_sae, model_spec_for
     from engine.tree import ablation_tree, important_uninterpretable
@@ -275,13 +294,14 @@ def ablate(
     try:
         if not prompt.strip():
             raise UserError("the prompt is empty")
-        lm = load_model(model or model_spec_for(load_sae(upstream)))
+        lm = load_model(model or model_spec_for(load_sae(upstream)), device)
+        text = corpus_for(corpus, lm)
         if uninterpretable:
             result = important_uninterpretable(lm, [str(upstream), str(downstream)], prompt, position,
-                                               method, n=top)
+                                               method, n=top, corpus=text, context=context)
         else:
             result = ablation_tree(lm, str(upstream), str(downstream), prompt, position, feature or None,
-                                   mode, method, top, depth)
+                                   mode, method, top, depth, corpus=text, context=context)
     except UserError as e:
         fail(str(e))
     if as_json or uninterpretable:

@@ -155,11 +155,12 @@ def _view(state: EngineState, path: str):
 
 
 def sae_open(state: EngineState, params, ctx: JobContext) -> dict:
-    from engine.corpus import load_corpus
+    from engine.corpus import corpus_for
     from engine.inspect import SaeView
 
     lm = state.require_model()
-    view = SaeView(lm, params.path, corpus=load_corpus(params.corpus, lm.tokenizer), index_tokens=params.tokens)
+    view = SaeView(lm, params.path, corpus=corpus_for(params.corpus, lm), index_tokens=params.tokens,
+                   context=params.context)
     if params.build_index:
         view.ensure_index(progress=lambda f: ctx.emit("progress", {"message": "indexing", "fraction": f}),
                           check=ctx.check)
@@ -193,7 +194,7 @@ def tree_open(state: EngineState, params, ctx: JobContext) -> dict:
     position = T - 1 if params.position is None else params.position + 1
     if not 1 <= position < T:
         raise UserError(f"position {position - 1} is beyond the prompt (0..{T - 2})")
-    sites, views = open_sites(lm, [params.upstream, params.downstream])
+    sites, views = open_sites(lm, [params.upstream, params.downstream], context=params.context)
     splice = Splice(lm, sites)
     clean = splice.run(tokens, upto=position)
     metric = Target("logit", position, token=int(clean.logits[position].argmax()))

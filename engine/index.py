@@ -78,16 +78,19 @@ def index_paths(sae_dir: Path, corpus_name: str) -> tuple[Path, Path]:
     return folder / f"{corpus_name}.safetensors", folder / f"{corpus_name}.json"
 
 
+BATCH_TOKENS = 4096  # [BATCH_TOKENS, d_sae] activations at a time
+
+
 class _Merger:
     """Keeps the k largest `(key, value, window, position)` per feature, merging batches."""
 
-    def __init__(self, d_sae: int, k: int, largest: bool):
+    def __init__(self, d_sae: int, k: int, largest: bool, device):
         fill = -torch.inf if largest else torch.inf
         self.largest = largest
-        self.keys = torch.full((d_sae, k), fill)
-        self.values = torch.zeros(d_sae, k)
-        self.windows = torch.full((d_sae, k), -1, dtype=torch.long)
-        self.positions = torch.zeros(d_sae, k, dtype=torch.long)
+        self.keys = torch.full((d_sae, k), fill, device=device)
+        self.values = torch.zeros(d_sae, k, device=device)
+        self.windows = torch.full((d_sae, k), -1, dtype=torch.long, device=device)
+        self.positions = torch.zeros(d_sae, k, dtype=torch.long, device=device)
 
     def merge(self, keys, values, windows, positions) -> None:
         """All arguments [S, n] for the new candidates."""
@@ -102,36 +105,42 @@ class _Merger:
     def finish(self):
         empty = ~torch.isfinite(self.keys)
         self.windows[empty], self.values[empty] = -1, 0.0
-        return self.values, self.windows, self.positions
+        return self.values.cpu(), self.windows.cpu(), self.positions.cpu()
 
 
 @torch.no_grad()
 def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: int = 20, samples: int = 20,
-                batch: int = 32, seed: int = 0, progress: Callable[[float], None] = lambda f: None,
+                batch: int | None = None, seed: int = 0, progress: Callable[[float], None] = lambda f: None,
                 check: Callable[[], None] = lambda: None) -> FeatureIndex:
-    """One pass over `windows` ([N, n_ctx], BOS first; the BOS position is skipped)."""
+    """One pass over `windows` ([N, n_ctx], BOS first; the BOS position is skipped).
+
+    Accumulators live on the model's device; `batch` windows (default: about
+    `BATCH_TOKENS` tokens, so memory does not grow with the window) go through the
+    model at a time."""
     if len(windows) == 0:
         raise UserError("the corpus is empty: nothing to index")
-    d_sae = sae.cfg.d_sae
-    top, sample = _Merger(d_sae, k, largest=True), _Merger(d_sae, samples, largest=False)
-    hist = torch.zeros(d_sae * HIST_BINS, dtype=torch.long)
-    fire_count = torch.zeros(d_sae, dtype=torch.long)
-    act_sum = torch.zeros(d_sae, dtype=torch.float64)
-    max_act = torch.zeros(d_sae)
-    gen = torch.Generator().manual_seed(seed)
+    batch = batch or max(1, BATCH_TOKENS // windows.shape[1])
+    d_sae, dev = sae.cfg.d_sae, lm.device
+    top, sample = _Merger(d_sae, k, largest=True, device=dev), _Merger(d_sae, samples, largest=False, device=dev)
+    hist = torch.zeros(d_sae * HIST_BINS, dtype=torch.long, device=dev)
+    fire_count = torch.zeros(d_sae, dtype=torch.long, device=dev)
+    act_sum = torch.zeros(d_sae, dtype=torch.float64, device=dev)
+    max_act = torch.zeros(d_sae, device=dev)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same sample on every device
     stop = _stop_layer(hook)
     for start in range(0, len(windows), batch):
         check()
-        tokens = windows[start:start + batch]
+        tokens = windows[start:start + batch].to(dev)
         _, cache = lm.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop)
         x = cache[hook][:, 1:].float()
         b, t = x.shape[:2]
+        # hook_z [b, t, heads, d_head]: heads flattened, as sae_lens does
         acts = sae.encode(x.reshape(b * t, -1)).reshape(b, t, d_sae)  # [b, t, S]
         win_max, win_pos = acts.max(1)  # [b, S]
-        win_ids = torch.arange(start, start + b).unsqueeze(1).expand(b, d_sae)
+        win_ids = torch.arange(start, start + b, device=dev).unsqueeze(1).expand(b, d_sae)
         fired = win_max > 0
         top.merge(torch.where(fired, win_max, -torch.inf).T, win_max.T, win_ids.T, (win_pos + 1).T)
-        keys = torch.where(fired, torch.rand(b, d_sae, generator=gen), torch.inf)
+        keys = torch.where(fired, torch.rand(b, d_sae, generator=gen).to(dev), torch.inf)
         sample.merge(keys.T, win_max.T, win_ids.T, (win_pos + 1).T)
         flat = acts.reshape(b * t, d_sae)
         nz = flat > 0
@@ -150,8 +159,8 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     meta = {"version": INDEX_VERSION, "k": k, "samples": samples, "windows": len(windows),
             "n_ctx": int(windows.shape[1]), "tokens": int(len(windows) * (windows.shape[1] - 1)),
             "d_sae": d_sae, "hook": hook, "hist_edges": hist_edges(), **identity}
-    return FeatureIndex(meta, top_v, top_w, top_p, s_v, s_w, s_p, hist.view(d_sae, HIST_BINS),
-                        fire_count, act_sum, max_act)
+    return FeatureIndex(meta, top_v, top_w, top_p, s_v, s_w, s_p, hist.view(d_sae, HIST_BINS).cpu(),
+                        fire_count.cpu(), act_sum.cpu(), max_act.cpu())
 
 
 def _stop_layer(hook: str) -> int | None:

@@ -31,24 +31,29 @@ CONTEXT_BEFORE, CONTEXT_AFTER = 20, 6
 
 
 class SaeView:
-    def __init__(self, lm, sae_dir: str | Path, corpus=None, index_tokens: int | None = None):
-        """`index_tokens`: the corpus tokens to index; None takes the size of an existing
-        index (any size), else `DEFAULT_INDEX_TOKENS`."""
-        from engine.corpus import load_shard
+    def __init__(self, lm, sae_dir: str | Path, corpus=None, index_tokens: int | None = None,
+                 context: int | None = None):
+        """`corpus`: a `TokenCorpus` in the model's tokens (None: the shipped corpus);
+        `index_tokens`: the corpus tokens to index (None: the size of an existing index,
+        else `DEFAULT_INDEX_TOKENS`); `context`: window length (None: an existing index's,
+        else the model's default)."""
+        from engine.corpus import check_tokenizer, corpus_for, default_context
         from engine.saes import check_fits, load_sae
 
         self.lm, self.dir = lm, Path(sae_dir).expanduser()
-        self.sae = load_sae(self.dir)
+        self.sae = load_sae(self.dir, device=lm.device)
         self.hook = check_fits(self.sae, lm)
-        self.corpus = corpus or load_shard()
-        n_ctx = lm.model.cfg.n_ctx
+        self.corpus = check_tokenizer(corpus, lm) if corpus is not None else corpus_for(None, lm)
         self.identity = {"sae": sae_identity(self.dir), "corpus": self.corpus.identity}
         self.index: FeatureIndex | None = load_index(self.dir, self.corpus.name, self.identity)
+        if context is None and self.index is not None:
+            context = self.index.meta["n_ctx"]
+        n_ctx = default_context(lm.model.cfg.n_ctx, context)
         if index_tokens is None:
             index_tokens = self.index.meta["windows"] * n_ctx if self.index else DEFAULT_INDEX_TOKENS
         self.windows = self.corpus.windows(n_ctx, split=None, max_tokens=index_tokens)
-        if self.index is not None and self.index.meta["windows"] != len(self.windows):
-            self.index = None  # built over another number of tokens: rebuilt on demand
+        if self.index is not None and (self.index.meta["windows"], self.index.meta["n_ctx"]) != tuple(self.windows.shape):
+            self.index = None  # built over other windows: rebuilt on demand
         self._vocab: list[str] | None = None
         self._logit_matrix: torch.Tensor | None = None
 
@@ -87,11 +92,12 @@ class SaeView:
         """SAE activations [n, t, S] for token rows (BOS position included, as zeros)."""
         from engine.index import _stop_layer
 
-        _, cache = self.lm.run_with_cache(tokens, names_filter=[self.hook], stop_at_layer=_stop_layer(self.hook))
-        x = cache[self.hook].float()
-        acts = self.sae.encode(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+        _, cache = self.lm.run_with_cache(tokens.to(self.lm.device), names_filter=[self.hook],
+                                          stop_at_layer=_stop_layer(self.hook))
+        x = cache[self.hook].float()  # hook_z [n, t, heads, d_head]: heads flattened, as sae_lens does
+        acts = self.sae.encode(x.reshape(x.shape[0] * x.shape[1], -1)).reshape(*x.shape[:2], -1)
         acts[:, 0] = 0  # BOS: not what the SAE was trained on
-        return acts
+        return acts.cpu()
 
     def _examples(self, feature: int, windows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
                   limit: int) -> list[dict]:
@@ -218,13 +224,13 @@ def top_token_concentration(examples: list[dict]) -> float:
 
 
 def open_view(sae_dir, model: str | None = None, corpus: str | None = None,
-              tokens: int | None = None, lm=None) -> SaeView:
+              tokens: int | None = None, lm=None, context: int | None = None, device: str | None = None) -> SaeView:
     """Load the SAE's model (unless given) and corpus, and wrap them in a `SaeView`."""
-    from engine.corpus import load_corpus
+    from engine.corpus import corpus_for
     from engine.models import load_model
     from engine.saes import load_sae, model_spec_for
 
     if tokens is not None and tokens < 1024:
         raise UserError("--tokens must be at least 1024")
-    lm = lm or load_model(model or model_spec_for(load_sae(sae_dir)))
-    return SaeView(lm, sae_dir, corpus=load_corpus(corpus, lm.tokenizer), index_tokens=tokens)
+    lm = lm or load_model(model or model_spec_for(load_sae(sae_dir)), device)
+    return SaeView(lm, sae_dir, corpus=corpus_for(corpus, lm), index_tokens=tokens, context=context)

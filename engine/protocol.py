@@ -112,6 +112,7 @@ class SaeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     corpus: Optional[str] = None  # None: the shipped shard
     tokens: Optional[int] = None  # corpus tokens of the index (None: an existing one, else 1M)
+    context: Optional[int] = None  # window length of the index (None: an existing one's, else min(n_ctx, 256))
     build_index: bool = True  # build the index now if there is none
 
 
@@ -144,6 +145,7 @@ class TreeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["zero", "mean"] = "zero"
     method: Literal["exact", "attribution"] = "attribution"
     top: int = 8
+    context: Optional[int] = None  # window length of the SAEs' indexes (mean ablation, descriptions)
 
 
 class TreeNodeParams(msgspec.Struct, forbid_unknown_fields=True):

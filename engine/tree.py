@@ -165,16 +165,17 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum() / (a.norm() * b.norm()))
 
 
-def open_sites(lm, sae_dirs: list[str], index_tokens: int | None = None) -> tuple[list[Site], list]:
+def open_sites(lm, sae_dirs: list[str], index_tokens: int | None = None, corpus=None,
+               context: int | None = None) -> tuple[list[Site], list]:
     """Sites for SAE folders (upstream first); their views give descriptions and means."""
     from engine.inspect import SaeView
 
     sites, views = [], []
     for d in sae_dirs:
-        view = SaeView(lm, d, index_tokens=index_tokens)
+        view = SaeView(lm, d, corpus=corpus, index_tokens=index_tokens, context=context)
         mean = None
         if view.index is not None:
-            mean = (view.index.act_sum / view.index.meta["tokens"]).float()
+            mean = (view.index.act_sum / view.index.meta["tokens"]).float().to(lm.device)
         name = view.hook.split(".")[-1].removeprefix("hook_")
         sites.append(Site(name, view.hook, view.sae, mean))
         views.append(view)
@@ -201,8 +202,9 @@ def describer(views: list) -> Callable[[int, int], str]:
 
 def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int | None = None,
                   features: list[int] | None = None, mode: str = "zero", method: str = "attribution",
-                  top: int = 8, depth: int = 1, ig_steps: int = 1) -> dict:
-    """The headless `saescope ablate`: a tree rooted at the prediction, or at ablated upstream features."""
+                  top: int = 8, depth: int = 1, ig_steps: int = 1, corpus=None, context: int | None = None) -> dict:
+    """The headless `saescope ablate`: a tree rooted at the prediction, or at ablated upstream features.
+    `corpus`/`context`: the SAEs' index corpus (a `TokenCorpus`) and window length."""
     from engine.errors import UserError
     from engine.predict import prompt_tokens
 
@@ -217,7 +219,7 @@ def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int
     position = T - 1 if position is None else position + 1  # users count prompt tokens from 0
     if not 1 <= position < T:
         raise UserError(f"position {position - 1} is beyond the prompt (0..{T - 2})")
-    sites, views = open_sites(lm, [upstream, downstream])
+    sites, views = open_sites(lm, [upstream, downstream], corpus=corpus, context=context)
     splice = Splice(lm, sites)
     clean = splice.run(tokens, upto=position)
     predicted = int(clean.logits[position].argmax())
@@ -235,7 +237,8 @@ def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int
 
 
 def important_uninterpretable(lm, sae_dirs: list[str], prompt: str, position: int | None = None,
-                              method: str = "exact", n: int = 10, max_concentration: float = 0.3) -> dict:
+                              method: str = "exact", n: int = 10, max_concentration: float = 0.3,
+                              corpus=None, context: int | None = None) -> dict:
     """Features with the largest causal effect on the prediction whose top examples share
     no obvious token: at most `max_concentration` of them peak on the same token."""
     from engine.errors import UserError
@@ -244,7 +247,7 @@ def important_uninterpretable(lm, sae_dirs: list[str], prompt: str, position: in
 
     tokens = prompt_tokens(lm, prompt)
     position = tokens.shape[1] - 1 if position is None else position + 1
-    sites, views = open_sites(lm, sae_dirs)
+    sites, views = open_sites(lm, sae_dirs, corpus=corpus, context=context)
     if any(v.index is None for v in views):
         raise UserError("every SAE needs its feature index first: run `saescope index SAE_DIR`")
     splice = Splice(lm, sites)

@@ -7,10 +7,14 @@ Notes
   `s` is slice `s % per_chunk` of chunk `s // per_chunk`. So a resumed run
   recomputes exactly the batches an uninterrupted one would have seen, with no
   buffer to save in checkpoints.
-- A chunk holds `SHUFFLE_BATCHES` batches from about a thousand random windows,
-  so consecutive batches are well mixed across documents.
+- A chunk holds up to `SHUFFLE_BATCHES` batches from many random windows, so
+  consecutive batches are well mixed across documents; fewer when the chunk's
+  activations (all hooks) would pass `CHUNK_BYTES`, so memory does not grow with
+  the model's width or the number of hooks.
+- The model runs on `FORWARD_TOKENS` tokens at a time, however long the windows.
 - The BOS position is left out: its activation is an outlier SAEs should not fit.
 - The forward pass stops after the last block needed (`stop_at_layer`).
+- Chunks stay on the CPU (they can be large); each batch moves to the SAE's device.
 """
 
 from __future__ import annotations
@@ -21,19 +25,23 @@ import re
 import torch
 
 SHUFFLE_BATCHES = 32
+CHUNK_BYTES = 1 << 30
+FORWARD_TOKENS = 8192
 
 
 class ActivationSource:
-    def __init__(self, lm, windows: torch.Tensor, hooks: list[str], batch_size: int, data_seed: int,
-                 forward_batch: int = 64):
-        self.lm, self.hooks, self.batch_size, self.seed = lm, list(hooks), batch_size, data_seed
+    def __init__(self, lm, windows: torch.Tensor, widths: dict[str, int], batch_size: int, data_seed: int):
+        """`widths`: the activation width of each hook to read."""
+        self.lm, self.hooks, self.batch_size, self.seed = lm, sorted(widths), batch_size, data_seed
         self.windows = windows
         self.per_window = windows.shape[1] - 1
-        self.windows_per_chunk = math.ceil(batch_size * SHUFFLE_BATCHES / self.per_window)
+        bytes_per_batch = batch_size * sum(widths.values()) * 4
+        shuffle_batches = max(1, min(SHUFFLE_BATCHES, CHUNK_BYTES // bytes_per_batch))
+        self.windows_per_chunk = math.ceil(batch_size * shuffle_batches / self.per_window)
         self.per_chunk = self.windows_per_chunk * self.per_window // batch_size
         self.order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(data_seed))
-        self.forward_batch = forward_batch
-        layers = [re.match(r"blocks\.(\d+)\.", h) for h in hooks]
+        self.forward_batch = max(1, FORWARD_TOKENS // windows.shape[1])
+        layers = [re.match(r"blocks\.(\d+)\.", h) for h in self.hooks]
         self.stop_at_layer = max(int(m.group(1)) for m in layers) + 1 if all(layers) else None
         self._cache: tuple[int, dict] | None = None
 
@@ -52,8 +60,8 @@ class ActivationSource:
                                                     names_filter=self.hooks,
                                                     stop_at_layer=self.stop_at_layer)
             for h in self.hooks:
-                a = cache[h][:, 1:]
-                parts[h].append(a.reshape(-1, a.shape[-1]).float().cpu())
+                a = cache[h][:, 1:]  # hook_z [b, t, heads, d_head]: heads flattened, as sae_lens does
+                parts[h].append(a.reshape(a.shape[0] * a.shape[1], -1).float().cpu())
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         perm = None
         out = {}
@@ -64,10 +72,10 @@ class ActivationSource:
         self._cache = (index, out)
         return out
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
+    def batch(self, step: int, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
         chunk = self.chunk(step // self.per_chunk)
         i = (step % self.per_chunk) * self.batch_size
-        return {h: a[i:i + self.batch_size] for h, a in chunk.items()}
+        return {h: a[i:i + self.batch_size].to(device, non_blocking=True) for h, a in chunk.items()}
 
     def norm_sample(self, n_batches: int = 8) -> dict[str, torch.Tensor]:
         """Activations for estimating the input scale (the first batches of chunk 0)."""

@@ -34,7 +34,7 @@ METRICS = "metrics.jsonl"
 
 def save_checkpoint(run_dir: Path, step: int, sae, trainer, tracker) -> None:
     with atomic_dir(run_dir / CHECKPOINT) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in sae.state_dict().items()}, str(tmp / "sae.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}, str(tmp / "sae.safetensors"))
         trainer.save_trainer_state(tmp)
         save_file(tracker.state_dict(), str(tmp / "tracker.safetensors"))
         torch.save({"torch_rng": torch.get_rng_state()}, tmp / "rng.pt")

@@ -37,6 +37,8 @@ class TrainConfig:
     """Seed of the data order; runs that share it can share one model pass."""
     model: str = "default"
     """Model spec (see `saescope models`)."""
+    context: int = 0
+    """Tokens per window, BOS included (0: the model's context, at most 256)."""
     lr: float = 4e-4
     batch_size: int = 4096
     """Activations per optimiser step."""
@@ -65,6 +67,8 @@ class TrainConfig:
             raise UserError(f"--k must be between 1 and d_sae ({self.d_sae}), got {self.k}")
         if self.tokens < self.batch_size:
             raise UserError(f"--tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
+        if self.context < 0 or self.context == 1:
+            raise UserError(f"--context must be at least 2 tokens (or 0 for the default), got {self.context}")
         if self.l1 < 0 or self.lr <= 0:
             raise UserError("--l1 must be >= 0 and --lr > 0")
 
@@ -93,13 +97,13 @@ class TrainConfig:
             raise UserError(f"{path} is not valid JSON ({e})") from None
 
 
-def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int):
+def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, device: str = "cpu"):
     """The sae_lens training-SAE config for this run."""
     from sae_lens import (BatchTopKTrainingSAEConfig, JumpReLUTrainingSAEConfig,
                           StandardTrainingSAEConfig, TopKTrainingSAEConfig)
     from sae_lens.saes.sae import SAEMetadata
 
-    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype="float32", device="cpu",
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, dtype="float32", device=device,
                   normalize_activations="expected_average_only_in",
                   metadata=SAEMetadata(model_name=model_name, hook_name=cfg.hook,
                                        context_size=n_ctx, prepend_bos=True))
@@ -116,7 +120,7 @@ def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int):
     return BatchTopKTrainingSAEConfig(k=cfg.k, **common)
 
 
-def trainer_config(cfg: TrainConfig):
+def trainer_config(cfg: TrainConfig, device: str = "cpu"):
     from sae_lens.config import SAETrainerConfig
 
     steps = cfg.steps
@@ -124,6 +128,6 @@ def trainer_config(cfg: TrainConfig):
         total_training_samples=steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
         lr=cfg.lr, lr_end=cfg.lr / 10, lr_scheduler_name="constant",
         lr_warm_up_steps=int(steps * cfg.warmup_fraction), lr_decay_steps=int(steps * cfg.decay_fraction),
-        device="cpu", dead_feature_window=max(1, cfg.dead_window // cfg.batch_size),
+        device=device, dead_feature_window=max(1, cfg.dead_window // cfg.batch_size),
         feature_sampling_window=max(1, cfg.dead_window // cfg.batch_size),
     )

@@ -29,7 +29,8 @@ def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae:
              batch: int = 32, check: Callable[[], None] = lambda: None) -> dict:
     model = lm.model
     recon = StreamingReconstruction()
-    fired = torch.zeros(d_sae, dtype=torch.bool)
+    device = next(model.parameters()).device
+    fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
     totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0, "n": 0}
 
     def splice(act, hook):
@@ -48,7 +49,7 @@ def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae:
 
     for i in range(0, len(windows), batch):
         check()
-        tokens = windows[i:i + batch].to(next(model.parameters()).device)
+        tokens = windows[i:i + batch].to(device)
         clean = lm(tokens)
         with_sae = lm.run_with_hooks(tokens, fwd_hooks=[(hook, splice)])
         zeroed = lm.run_with_hooks(tokens, fwd_hooks=[(hook, zero)])

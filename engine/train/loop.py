@@ -45,16 +45,17 @@ class Run:
     trainer: object
     tracker: FiringTracker
     log: object  # open metrics.jsonl
+    eval_windows: torch.Tensor  # held-out windows of the model's corpus, for evaluations
     scale: float = 1.0
 
 
-def _training_sae(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int):
+def _training_sae(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, device: str):
     from sae_lens import BatchTopKTrainingSAE, JumpReLUTrainingSAE, StandardTrainingSAE, TopKTrainingSAE
 
     cls = {"relu": StandardTrainingSAE, "jumprelu": JumpReLUTrainingSAE, "topk": TopKTrainingSAE,
            "batchtopk": BatchTopKTrainingSAE}[cfg.arch]
     torch.manual_seed(cfg.seed)
-    return cls(sae_lens_config(cfg, d_in, model_name, n_ctx))
+    return cls(sae_lens_config(cfg, d_in, model_name, n_ctx, device))
 
 
 def _prepare_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
@@ -81,8 +82,9 @@ def _prepare_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
 def _check_side_by_side(cfgs: list[TrainConfig]) -> None:
     first = cfgs[0]
     for c in cfgs[1:]:
-        if (c.model, c.data_seed, c.batch_size) != (first.model, first.data_seed, first.batch_size):
-            raise UserError("runs trained side by side must share model, data_seed and batch_size")
+        if (c.model, c.data_seed, c.batch_size, c.context) != (first.model, first.data_seed, first.batch_size,
+                                                                first.context):
+            raise UserError("runs trained side by side must share model, data_seed, batch_size and context")
 
 
 def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
@@ -91,7 +93,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     """Train every run to its end; returns each run's final `eval.json` contents."""
     from sae_lens.training.sae_trainer import SAETrainer
 
-    from engine.corpus import load_shard
+    from engine.corpus import check_tokenizer, corpus_for, default_context
     from engine.models import load_model
     from engine.saes import hook_width
     from engine.train.activations import ActivationSource
@@ -104,19 +106,19 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     if len({Path(d).resolve() for d in dirs}) != len(dirs):
         raise UserError("each run needs its own output folder")
     lm = lm or load_model(cfgs[0].model)
-    corpus = corpus or load_shard()
+    corpus = check_tokenizer(corpus, lm) if corpus is not None else corpus_for(None, lm)
     widths = {c.hook: hook_width(lm, c.hook) for c in cfgs}
-    n_ctx = lm.model.cfg.n_ctx
+    n_ctx = default_context(lm.model.cfg.n_ctx, cfgs[0].context)
     for c, d in zip(cfgs, dirs):
         _prepare_dir(c, Path(d), resume)
 
-    source = ActivationSource(lm, corpus.windows(n_ctx, split="train"), sorted(widths),
+    source = ActivationSource(lm, corpus.windows(n_ctx, split="train"), widths,
                               cfgs[0].batch_size, cfgs[0].data_seed)
     runs, starts = [], []
     for c, d in zip(cfgs, dirs):
         d = Path(d)
-        sae = _training_sae(c, widths[c.hook], lm.name, n_ctx)
-        trainer = SAETrainer(trainer_config(c), sae, data_provider=iter(()))
+        sae = _training_sae(c, widths[c.hook], lm.name, n_ctx, lm.device)
+        trainer = SAETrainer(trainer_config(c, lm.device), sae, data_provider=iter(()))
         tracker = FiringTracker(c.d_sae, c.dead_window)
         if resume and ckpt.has_checkpoint(d):
             start = ckpt.load_checkpoint(d, sae, trainer, tracker)
@@ -127,7 +129,8 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
             trainer.activation_scaler.scaling_factor = math.sqrt(widths[c.hook]) / sample.norm(dim=-1).mean().item()
             (d / ckpt.METRICS).unlink(missing_ok=True)
         starts.append(start)
-        runs.append(Run(c, d, sae, trainer, tracker, open(d / ckpt.METRICS, "a"),
+        eval_windows = corpus.windows(n_ctx, split="held_out", max_tokens=c.eval_tokens)
+        runs.append(Run(c, d, sae, trainer, tracker, open(d / ckpt.METRICS, "a"), eval_windows,
                         trainer.activation_scaler.scaling_factor))
     if len(set(starts)) != 1:
         raise UserError(f"the runs' checkpoints are at different steps ({starts}); resume them one by one")
@@ -137,7 +140,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     finally:
         for r in runs:
             r.log.close()
-    return [_finish(r, lm, corpus, log) for r in runs]
+    return [_finish(r, lm, log) for r in runs]
 
 
 def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
@@ -151,7 +154,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
                 if step < r.cfg.steps:
                     ckpt.save_checkpoint(r.dir, step, r.sae, r.trainer, r.tracker)
             raise
-        batch = source.batch(step)
+        batch = source.batch(step, device=runs[0].sae.W_dec.device)
         tokens_done += source.batch_size
         for i, r in enumerate(runs):
             if step >= r.cfg.steps:
@@ -190,17 +193,15 @@ def _step_record(r: Run, out, step: int, lr: float, rate: float) -> dict:
 
 
 def _evaluate_training(r: Run, lm, check) -> dict:
-    from engine.corpus import load_shard
     from engine.train.evaluate import evaluate, sae_reconstructor
 
     r.sae.eval()
-    windows = load_shard().windows(lm.model.cfg.n_ctx, split="held_out", max_tokens=r.cfg.eval_tokens)
-    result = evaluate(lm, r.cfg.hook, sae_reconstructor(r.sae, r.scale), windows, r.cfg.d_sae, check=check)
+    result = evaluate(lm, r.cfg.hook, sae_reconstructor(r.sae, r.scale), r.eval_windows, r.cfg.d_sae, check=check)
     r.sae.train()
     return result
 
 
-def _finish(r: Run, lm, corpus, log) -> dict:
+def _finish(r: Run, lm, log) -> dict:
     """Fold the input scale, save the sae_lens inference folder, evaluate it from disk."""
     from safetensors.torch import save_file
 
@@ -216,10 +217,9 @@ def _finish(r: Run, lm, corpus, log) -> dict:
                   str(Path(tmp) / "sparsity.safetensors"))
         for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # cfg.json last
             os.replace(Path(tmp) / name, r.dir / name)
-    sae = load_sae(r.dir)
-    windows = corpus.windows(lm.model.cfg.n_ctx, split="held_out", max_tokens=r.cfg.eval_tokens)
+    sae = load_sae(r.dir, device=lm.device)
     result = {"sae": str(r.dir), "hook": r.cfg.hook, "arch": r.cfg.arch, "d_sae": r.cfg.d_sae,
-              **evaluate(lm, r.cfg.hook, sae_reconstructor(sae), windows, r.cfg.d_sae)}
+              **evaluate(lm, r.cfg.hook, sae_reconstructor(sae), r.eval_windows, r.cfg.d_sae)}
     atomic_write_text(r.dir / "eval.json", json.dumps(result, indent=2) + "\n")
     shutil.rmtree(r.dir / ckpt.CHECKPOINT, ignore_errors=True)
     log(f"{r.dir}: explained variance {result['explained_variance']:.3f}, L0 {result['l0']:.1f}")

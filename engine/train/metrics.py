@@ -76,11 +76,12 @@ class FiringTracker:
     def update(self, acts: torch.Tensor) -> None:
         fired = acts != 0
         n = acts.shape[0]
-        any_fired = fired.any(0)
+        # the [d_sae] summaries come back to the CPU, where the tracker lives (on any device)
+        any_fired = fired.any(0).cpu()
         # tokens since the last firing: the last firing row within this batch, if any
-        last_row = torch.where(fired, torch.arange(n).unsqueeze(1), -1).max(0).values
+        last_row = torch.where(fired, torch.arange(n, device=acts.device).unsqueeze(1), -1).max(0).values.cpu()
         self.since_fired = torch.where(any_fired, n - 1 - last_row, self.since_fired + n)
-        self.counts += fired.sum(0)
+        self.counts += fired.sum(0).cpu()
         self.tokens += n
         if self.tokens >= self.window:
             self.last_density = self.counts.double() / self.tokens

@@ -42,14 +42,22 @@ def plan_runs(hook: str, archs: list[str], seeds: list[int], out: Path, config: 
     return cfgs, dirs
 
 
-def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool) -> list[dict]:
+def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool,
+                     corpus: str | None = None, device: str | None = None) -> list[dict]:
+    from engine.corpus import corpus_for
+    from engine.models import load_model
     from engine.train.loop import train
+
+    for c in cfgs:  # bad settings fail before the model loads
+        c.validate()
+    lm = load_model(cfgs[0].model, device)
+    text = corpus_for(corpus, lm)
 
     if as_json:
         def on_record(i: int, rec: dict) -> None:
             rec = {k: v for k, v in rec.items() if k != "density_histogram"}
             print(json.dumps({"run": str(dirs[i]), **rec}), flush=True)
-        return train(cfgs, dirs, on_record=on_record, resume=resume)
+        return train(cfgs, dirs, lm=lm, corpus=text, on_record=on_record, resume=resume)
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -72,7 +80,7 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
                              f"L0 {rec['l0']:.1f}  dead {rec['dead_fraction_window']:.1%}  "
                              f"{rec['tokens_per_s']:.0f} tok/s")
     try:
-        results = train(cfgs, dirs, on_record=on_record, resume=resume)
+        results = train(cfgs, dirs, lm=lm, corpus=text, on_record=on_record, resume=resume)
     finally:
         progress.stop()
     for r in results:
@@ -81,9 +89,10 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
     return results
 
 
-def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=None) -> dict:
-    """`saescope eval`: the metrics of a saved SAE on held-out shard tokens."""
-    from engine.corpus import load_shard
+def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=None,
+                    corpus: str | None = None, context: int | None = None) -> dict:
+    """`saescope eval`: the metrics of a saved SAE on held-out tokens of the model's corpus."""
+    from engine.corpus import corpus_for, default_context
     from engine.models import load_model
     from engine.saes import check_fits, load_sae, model_spec_for
     from engine.train.evaluate import evaluate, sae_reconstructor
@@ -93,7 +102,9 @@ def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=Non
     sae = load_sae(sae_dir)
     lm = lm or load_model(model or model_spec_for(sae))
     hook = check_fits(sae, lm)
-    windows = load_shard().windows(lm.model.cfg.n_ctx, split="held_out", max_tokens=tokens)
+    sae = sae.to(lm.device)
+    n_ctx = default_context(lm.model.cfg.n_ctx, context)
+    windows = corpus_for(corpus, lm).windows(n_ctx, split="held_out", max_tokens=tokens)
     result = evaluate(lm, hook, sae_reconstructor(sae), windows, sae.cfg.d_sae)
     return {"sae": str(sae_dir), "hook": hook, "architecture": sae.cfg.architecture(),
-            "d_sae": sae.cfg.d_sae, **result}
+            "d_sae": sae.cfg.d_sae, "context": n_ctx, **result}
