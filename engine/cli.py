@@ -364,6 +364,18 @@ def recipe_default_saes(ctx: typer.Context) -> None:
         fail(str(e))
 
 
+@recipe_app.command("smollm2-saes", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def recipe_smollm2_saes(ctx: typer.Context) -> None:
+    """Train, evaluate and index TopK SAEs on SmolLM2-135M's residual stream at layers 3, 7, 11, 15."""
+    quiet_libraries()
+    from engine.recipes import smollm2_saes
+
+    try:
+        smollm2_saes.main(ctx.args)
+    except UserError as e:
+        fail(str(e))
+
+
 def main() -> None:
     app()
 

@@ -175,8 +175,9 @@ def shard_documents(folder: Path = CORPUS_DIR) -> list[tuple[Document, str]]:
 def document_separator(tokenizer) -> int:
     """The token that starts each document: `<|endoftext|>` where the vocabulary has it
     (the pretraining separator even of chat models), else EOS, else BOS."""
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>") if hasattr(tokenizer, "convert_tokens_to_ids") else None
-    if isinstance(eot, int) and eot != getattr(tokenizer, "unk_token_id", None):
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    # an unknown token maps to the unknown id, so check the id really is that token
+    if isinstance(eot, int) and tokenizer.convert_ids_to_tokens(eot) == "<|endoftext|>":
         return eot
     for tid in (tokenizer.eos_token_id, tokenizer.bos_token_id):
         if tid is not None:

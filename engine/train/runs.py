@@ -43,15 +43,17 @@ def plan_runs(hook: str, archs: list[str], seeds: list[int], out: Path, config: 
 
 
 def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool,
-                     corpus: str | None = None, device: str | None = None) -> list[dict]:
-    from engine.corpus import corpus_for
+                     corpus=None, device: str | None = None, lm=None) -> list[dict]:
+    """`corpus`: a spec for `corpus_for` or a ready `TokenCorpus`; `lm`: a loaded model
+    (default: load the runs' model on `device`)."""
+    from engine.corpus import TokenCorpus, corpus_for
     from engine.models import load_model
     from engine.train.loop import train
 
     for c in cfgs:  # bad settings fail before the model loads
         c.validate()
-    lm = load_model(cfgs[0].model, device)
-    text = corpus_for(corpus, lm)
+    lm = lm or load_model(cfgs[0].model, device)
+    text = corpus if isinstance(corpus, TokenCorpus) else corpus_for(corpus, lm)
 
     if as_json:
         def on_record(i: int, rec: dict) -> None:
