@@ -1,26 +1,37 @@
 """Feature ablation with SAEs spliced in, exact and by attribution patching.
 
 SAEs sit at `sites` (hooks in model order). At each site the activation `x` is
-encoded to features `f`; an intervention replaces `f` by `f'` and the model
-continues from `x + (f' - f) @ W_dec`, so the SAE's error term is kept and, with
-no intervention, the model's output is bit-for-bit the clean output. Ablating
-the error term itself continues from the reconstruction `x_hat + (f' - f) @ W_dec`.
+encoded to features `f = sae.encode(x)`; an intervention replaces `f` by `f'` and
+the model continues from `x + sae.decode(f') - sae.decode(f)`, so the SAE's error
+term `x - decode(f)` is kept. Going through the SAE's own `encode`/`decode` honours
+every sae_lens architecture and option (TopK's `rescale_acts_by_decoder_norm`,
+decoder rows of any norm, JumpReLU, `normalize_activations`, `hook_z` reshaping).
+A site with no intervention returns its activation untouched, so with none at all
+the model's output is bit-for-bit the clean output.
+
+The error term (feature `ERROR`) is ablated like a feature, at the given positions
+(default 1..target): `zero` removes it (the model continues from the
+reconstruction), `scale` multiplies it, `mean` replaces it by the site's
+`mean_error`; `value` is not defined for a vector. Position 0 (BOS) keeps its error.
 
 Effects are measured on a *target*: a metric of the logits at one position
 (`logit` of a token, `logit_diff` of two, or `loss` of a token), or one feature's
 activation at a later site and position.
 
 - `exact_effects`: one forward pass per candidate (the naive loop).
-- `attribution_effects`: attribution patching, `(f' - f) . d target / d f`, for
-  every feature of a site from one forward and one backward pass; integrated
-  gradients (`steps > 1`) averages the gradient along the straight path from `f`
-  to `f'` for all features at once (Marks et al. 2024).
+- `attribution_effects`: attribution patching, `(f' - f) . d target / d f` with the
+  gradient taken through `sae.decode`, for every feature of a site from one forward
+  and one backward pass; integrated gradients (`steps > 1`) averages the gradient
+  along the straight path from `f` to `f'` for all features at once (Marks et al. 2024).
 
 Notes
 - An ablated feature is changed at every position of the prompt up to the target
   position unless positions are given; its effect is the total over positions.
 - `mean` ablation uses the feature's mean activation over the index corpus (all
   tokens, zeros included); `value` clamps to a given number; `scale` multiplies.
+- In `exact_effects`/`attribution_effects` the error term follows `mode` where it is
+  defined for it (`zero`, `scale`, `mean` with a `mean_error`), else it is zeroed.
+- Tensors follow the activation's device and dtype; the SAE computes in its own dtype.
 """
 
 from __future__ import annotations
@@ -60,6 +71,7 @@ class Site:
     hook: str
     sae: object
     mean_acts: torch.Tensor | None = None  # [S] mean over corpus tokens, for `mean` ablation
+    mean_error: torch.Tensor | None = None  # [d_in] or the hook's per-position shape, for the error term
 
 
 @dataclass(frozen=True)
@@ -102,46 +114,83 @@ class Splice:
                             + ", ".join(s.hook for s in sites))
         self.lm, self.sites = lm, sites
 
-    def _new_f(self, site: int, f: torch.Tensor, ivs: list[Intervention], upto: int) -> torch.Tensor:
+    def _check(self, ivs) -> None:
+        for iv in ivs:
+            if iv.feature != ERROR:
+                continue
+            if iv.mode == "value":
+                raise UserError("`value` ablation is not defined for the error term (a vector): "
+                                "use zero, scale or mean")
+            if iv.mode == "mean" and self.sites[iv.site].mean_error is None:
+                raise UserError(f"mean ablation of the error term needs the site's mean error "
+                                f"(Site.mean_error) for {self.sites[iv.site].name}")
+
+    def _error_mode(self, site: int, mode: str) -> str:
+        """The mode the error term is ablated with in the effect scans (see Notes)."""
+        ok = mode == "scale" or (mode == "mean" and self.sites[site].mean_error is not None)
+        return mode if ok else "zero"
+
+    def _replace(self, site: int, iv: Intervention, col: torch.Tensor) -> torch.Tensor:
+        if iv.mode == "zero":
+            return torch.zeros_like(col)
+        if iv.mode == "scale":
+            return col * iv.value
+        if iv.feature == ERROR:  # mean (checked): one vector for every position
+            return self.sites[site].mean_error.to(col).reshape(col.shape[1:]).expand_as(col)
+        if iv.mode == "mean":
+            mean = self.sites[site].mean_acts
+            if mean is None:
+                raise UserError("mean ablation needs the SAE's feature index (run `saescope index`)")
+            return torch.full_like(col, float(mean[iv.feature]))
+        return torch.full_like(col, iv.value)
+
+    def _new_f(self, site: int, f: torch.Tensor, ivs: list[Intervention], upto: int,
+               error: bool = False) -> torch.Tensor:
+        """The features after the feature interventions at `site`; with `error`, the
+        error term (`f` is then the error, [T, ...]) after the error interventions."""
         f2 = f.clone()
         for iv in ivs:
-            if iv.site != site or iv.feature == ERROR:
+            if iv.site != site or (iv.feature == ERROR) != error:
                 continue
             pos = iv.positions if iv.positions is not None else list(range(1, upto + 1))
-            col = f2[pos, iv.feature]
-            if iv.mode == "zero":
-                new = torch.zeros_like(col)
-            elif iv.mode == "mean":
-                mean = self.sites[site].mean_acts
-                if mean is None:
-                    raise UserError("mean ablation needs the SAE's feature index (run `saescope index`)")
-                new = torch.full_like(col, float(mean[iv.feature]))
-            elif iv.mode == "value":
-                new = torch.full_like(col, iv.value)
+            if error:
+                pos = [p for p in pos if p != 0]  # BOS keeps its error
+                f2[pos] = self._replace(site, iv, f2[pos])
             else:
-                new = col * iv.value
-            f2[pos, iv.feature] = new
+                f2[pos, iv.feature] = self._replace(site, iv, f2[pos, iv.feature])
         return f2
+
+    def _splice(self, site: int, x: torch.Tensor, f: torch.Tensor, f2: torch.Tensor,
+                ivs=(), upto: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`x + decode(f2) - decode(f)`, with the error interventions of `ivs` applied;
+        and the error term `x - decode(f)`. One `decode` call for both (it may use
+        state its `encode` left, e.g. a run-time norm)."""
+        sae = self.sites[site].sae
+        rec = sae.decode(torch.stack([f2, f]))
+        err = x.to(rec.dtype) - rec[1].detach()
+        delta = rec[0] - rec[1]
+        if any(iv.site == site and iv.feature == ERROR for iv in ivs):
+            delta = delta + self._new_f(site, err, ivs, upto, error=True) - err
+        return x + delta.to(x.dtype), err
 
     def run(self, tokens: torch.Tensor, ivs: list[Intervention] = (), upto: int | None = None) -> Pass:
         """A forward pass with every intervention applied (no gradients)."""
         upto = tokens.shape[1] - 1 if upto is None else upto
+        self._check(ivs)
         seen: list[torch.Tensor | None] = [None] * len(self.sites)
 
         def make_hook(i: int):
             site = self.sites[i]
+            mine = [iv for iv in ivs if iv.site == i]
 
             def hook(act, hook):
                 x = act[0]
                 f = site.sae.encode(x)
                 f[0] = 0  # BOS: not what the SAEs were trained on
                 seen[i] = f
-                f2 = self._new_f(i, f, ivs, upto)
-                out = x + (f2 - f) @ site.sae.W_dec
-                if any(iv.site == i and iv.feature == ERROR for iv in ivs):
-                    err = x - site.sae.decode(f)
-                    err[0] = 0
-                    out = out - err
+                if not mine:
+                    return act  # untouched: exact
+                out, _ = self._splice(i, x, f, self._new_f(i, f, mine, upto), mine, upto)
                 return out.unsqueeze(0)
             return hook
 
@@ -185,7 +234,8 @@ class Splice:
         base = float(self.value(target, self.run(tokens, upto=target.position)))
         out = {}
         for f in features:
-            p = self.run(tokens, [Intervention(site, f, mode, value)], upto=target.position)
+            m = self._error_mode(site, mode) if f == ERROR else mode
+            p = self.run(tokens, [Intervention(site, f, m, value)], upto=target.position)
             out[f] = float(self.value(target, p)) - base
         return out
 
@@ -205,34 +255,23 @@ class Splice:
         all_features = [Intervention(site, j, mode, value) for j in range(f.shape[1])]
         f_new = self._new_f(site, f, all_features, upto)
         grads = torch.zeros_like(f)
-        err_grad = None
+        err_grad, err = 0, None
         for k in range(steps):
             alpha = (k + 0.5) / steps if steps > 1 else 0.0
-            g, eg = self._grad_at(tokens, target, site, f + alpha * (f_new - f), upto)
+            g, eg, err = self._grad_at(tokens, target, site, f + alpha * (f_new - f), upto)
             grads += g / steps
-            err_grad = eg if err_grad is None else err_grad + eg
+            err_grad = err_grad + eg.to(err.dtype) / steps
         effects = ((f_new - f) * grads).sum(0)
-        x_err = self._error(tokens, site)
-        err_effect = float(-(x_err * err_grad / steps)[1:upto + 1].sum())
+        err_iv = Intervention(site, ERROR, self._error_mode(site, mode), value)
+        err_effect = float(((self._new_f(site, err, [err_iv], upto, error=True) - err) * err_grad).sum())
         return effects, err_effect
 
-    def _error(self, tokens, site: int) -> torch.Tensor:
-        store = {}
-
-        def hook(act, hook):
-            x = act[0]
-            store["err"] = x - self.sites[site].sae.decode(self.sites[site].sae.encode(x))
-            return act
-        with torch.no_grad():
-            self.lm.run_with_hooks(tokens, fwd_hooks=[(self.sites[site].hook, hook)],
-                                         stop_at_layer=None)
-        return store["err"]
-
     def _grad_at(self, tokens, target: Target, site: int, f_point: torch.Tensor, upto: int):
-        """Gradient of the target w.r.t. the features of `site` (evaluated at `f_point`)
-        and w.r.t. an additive perturbation of the site's activation (for the error term)."""
+        """Gradient of the target w.r.t. the features of `site` (evaluated at `f_point`,
+        through `sae.decode`) and w.r.t. an additive perturbation of the site's
+        activation (for the error term); and the site's error term `x - decode(f)`."""
         leaf = f_point.detach().clone().requires_grad_(True)
-        err_leaf = {}
+        store = {}
         seen: list = [None] * len(self.sites)
 
         def make_hook(i: int):
@@ -243,12 +282,11 @@ class Splice:
                 if i == site:
                     f = s.sae.encode(x).detach()
                     f[0] = 0
-                    e = torch.zeros_like(x, requires_grad=True)
-                    err_leaf["e"] = e
-                    return (x + (leaf - f) @ s.sae.W_dec + e).unsqueeze(0)
+                    out, store["err"] = self._splice(i, x, f, leaf)
+                    store["e"] = torch.zeros_like(x, requires_grad=True)
+                    return (out + store["e"]).unsqueeze(0)
                 if i > site:
-                    f = s.sae.encode(x)
-                    seen[i] = f
+                    seen[i] = s.sae.encode(x)
                 return act
             return hook
 
@@ -256,5 +294,7 @@ class Splice:
             logits = self.lm.run_with_hooks(
                 tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)])
             value = self.value(target, Pass(logits[0], seen))
-            g_f, g_e = torch.autograd.grad(value, [leaf, err_leaf["e"]], allow_unused=True)
-        return g_f.detach(), g_e.detach()
+            g_f, g_e = torch.autograd.grad(value, [leaf, store["e"]], allow_unused=True)
+        g_f = torch.zeros_like(leaf) if g_f is None else g_f
+        g_e = torch.zeros_like(store["e"]) if g_e is None else g_e
+        return g_f.detach(), g_e.detach(), store["err"].detach()

@@ -34,7 +34,7 @@ DEFAULT_HOOK = "blocks.0.hook_mlp_out"
 # What the form starts with: TrainConfig's defaults, as text.
 FORM_DEFAULTS = {"d_sae": "2048", "k": "32", "l1": "5.0", "tokens": "2M", "seed": "0",
                  "batch_size": "4096", "checkpoint_every": "100", "eval_tokens": "65536"}
-INT_FIELDS = ("d_sae", "k", "tokens", "seed", "batch_size", "checkpoint_every", "eval_tokens")
+INT_FIELDS = ("d_sae", "k", "tokens", "seed", "batch_size", "checkpoint_every", "eval_tokens", "context")
 FLOAT_FIELDS = ("l1",)
 # 256-colour codes, readable on dark and light backgrounds; plots and tables share them.
 PALETTE = (39, 208, 76, 170, 220, 203, 44, 141)

@@ -24,10 +24,16 @@ def sae_reconstructor(sae, scale: float = 1.0) -> Callable:
     return reconstruct
 
 
+LOGIT_BUDGET = 1 << 24  # logits (batch x window x vocabulary) held at once; three passes' worth
+
+
 @torch.no_grad()
 def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae: int,
-             batch: int = 32, check: Callable[[], None] = lambda: None) -> dict:
+             batch: int | None = None, check: Callable[[], None] = lambda: None) -> dict:
+    """`batch` windows at a time (default: as many as keep the logits within
+    `LOGIT_BUDGET` values, at most 32): a large vocabulary must not cost gigabytes."""
     model = lm.model
+    batch = batch or max(1, min(32, LOGIT_BUDGET // (windows.shape[1] * model.cfg.d_vocab)))
     recon = StreamingReconstruction()
     device = next(model.parameters()).device
     fired = torch.zeros(d_sae, dtype=torch.bool, device=device)

@@ -25,7 +25,7 @@ from tui.training import ARCHITECTURES, DEFAULT_HOOK, FORM_DEFAULTS
 
 # Rows of (field, label, width in cells or 0 for the rest of the line).
 ROWS = (
-    (("d_sae", "d_sae", 7), ("k", "k", 5), ("l1", "l1", 6), ("seed", "seed", 4)),
+    (("d_sae", "d_sae", 7), ("k", "k", 5), ("l1", "l1", 6), ("seed", "seed", 4), ("context", "ctx", 5)),
     (("tokens", "tokens", 7), ("batch_size", "batch", 6), ("checkpoint_every", "ckpt", 5),
      ("eval_tokens", "eval tok", 7)),
 )
@@ -71,7 +71,8 @@ class TrainForm(VerticalScroll):
             with Horizontal():
                 for i, (name, label, width) in enumerate(row):
                     yield Label(label, classes="-gap" if i else "")
-                    field = Input(FORM_DEFAULTS.get(name, ""), id=f"f-{name}", compact=True)
+                    # an empty field keeps the engine's default (context: the model's, at most 256)
+                    field = Input(FORM_DEFAULTS.get(name, ""), placeholder="auto", id=f"f-{name}", compact=True)
                     field.styles.width = width + 2
                     yield field
         with Horizontal():
