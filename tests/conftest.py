@@ -27,8 +27,13 @@ def run_saescope(*args: str, env: dict | None = None, timeout: float = 120) -> s
                           cwd=REPO, env={**os.environ, **(env or {})})
 
 
+# `SAESCOPE_TEST_DEVICE=cuda make test` runs the in-process tests on a GPU; engine and
+# CLI subprocesses pick CUDA by themselves (`--device auto`) where there is one.
+TEST_DEVICE = os.environ.get("SAESCOPE_TEST_DEVICE", "cpu")
+
+
 @pytest.fixture(scope="session")
 def default_model():
     from engine.models import load_model
 
-    return load_model("default", device="cpu")
+    return load_model("default", device=TEST_DEVICE)

@@ -90,3 +90,24 @@ def test_train_streams_metrics_reads_back_and_cancels(setup):
     reply, _ = engine.reply("tl", timeout=60)
     assert reply["status"] == "cancelled"
     assert (root / "long" / "checkpoint" / "position.json").exists()
+
+
+def test_bad_corpus_and_context_are_error_replies(setup, tmp_path):
+    """A corpus of another tokenizer and a context longer than the model's: error replies,
+    and the engine keeps serving."""
+    import json
+    import shutil
+
+    from engine.paths import CORPUS_DIR
+
+    engine, _, up, _ = setup
+    engine.request("long", "sae.open", path=up, context=4096)
+    assert "longer than the model's context" in engine.reply("long")[0]["error"]
+    other = tmp_path / "other-shard"
+    shutil.copytree(CORPUS_DIR, other)
+    meta = json.loads((other / "documents.json").read_text())
+    meta.update(tokenizer_hash="0" * 40, identity="shard:other")  # as a shard made for another model
+    (other / "documents.json").write_text(json.dumps(meta))
+    engine.request("other", "sae.open", path=up, corpus=str(other))
+    assert "another tokenizer" in engine.reply("other")[0]["error"]
+    ok(engine, "alive", "ping")
