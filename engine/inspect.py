@@ -38,9 +38,9 @@ class SaeView:
         else `DEFAULT_INDEX_TOKENS`); `context`: window length (None: an existing index's,
         else the model's default)."""
         from engine.corpus import check_tokenizer, corpus_for, default_context
-        from engine.saes import check_fits, load_sae
+        from engine.saes import check_fits, load_sae, sae_folder
 
-        self.lm, self.dir = lm, Path(sae_dir).expanduser()
+        self.lm, self.dir = lm, sae_folder(sae_dir)
         self.sae = load_sae(self.dir, device=lm.device)
         self.hook = check_fits(self.sae, lm)
         self.corpus = check_tokenizer(corpus, lm) if corpus is not None else corpus_for(None, lm)

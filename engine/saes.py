@@ -47,6 +47,29 @@ def _load_folder(path: Path, device: str):
         raise UserError(f"cannot load the SAE in {path}: {_first_line(e)}") from None
 
 
+def sae_folder(spec: str | Path) -> Path:
+    """The folder that holds the SAE `spec`: itself for a local folder; for a release, a
+    copy under `cache_dir()/saes/` (made once), so that its index can live beside it."""
+    import os
+    import re
+    import tempfile
+
+    from engine.paths import cache_dir
+
+    release = release_spec(spec)
+    if release is None:
+        return Path(spec).expanduser()
+    folder = cache_dir() / "saes" / release[0] / re.sub(r"[^\w.-]+", "__", release[1])
+    if not (folder / "cfg.json").exists():
+        sae = load_sae(spec)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".tmp.") as tmp:
+            sae.save_model(tmp)
+            os.replace(tmp, folder)  # whole, or not at all
+            os.mkdir(tmp)  # for the context manager's clean-up
+    return folder
+
+
 def release_spec(spec: str | Path) -> tuple[str, str] | None:
     """(release, sae_id) when `spec` names a pretrained SAE, None for a local path."""
     text = str(spec)

@@ -126,3 +126,29 @@ def test_model_check_compares_only_models_known_on_both_sides(default_model, tmp
     sae = load_sae(edited_sae(tmp_path / "b", model_name=str(tmp_path / "other-model")))
     with pytest.raises(UserError, match="made for the model .*other-model"):
         check_fits(sae, folder_model)
+
+
+def test_a_release_sae_is_kept_in_a_folder_and_indexed_there(default_model, tmp_path, monkeypatch):
+    """The hub is the one edge a test cannot reach: `SAE.from_pretrained` hands back a
+    shipped SAE; everything after it (the cached folder, its index, pages) is real."""
+    from sae_lens import SAE
+
+    from engine.inspect import SaeView
+
+    calls = []
+
+    def from_pretrained(cls, release, sae_id, device="cpu"):
+        calls.append((release, sae_id))
+        return SAE.load_from_disk(str(WEIGHTS_DIR / "saes" / "mlp_out-topk"), device=device)
+
+    monkeypatch.setattr(SAE, "from_pretrained", classmethod(from_pretrained))
+    monkeypatch.setenv("SAESCOPE_CACHE", str(tmp_path / "cache"))
+    spec = "release:gpt2-small-res-jb/blocks.0.hook_resid_pre"
+    view = SaeView(default_model, spec, index_tokens=128 * 8)
+    assert view.dir.is_relative_to(tmp_path / "cache") and (view.dir / "cfg.json").exists()
+    view.ensure_index()
+    assert next((view.dir / "index").glob("*.safetensors")).exists()
+    page = view.feature_page(int(view.index.fire_count.argmax()), top=2)
+    assert page["examples"]
+    again = SaeView(default_model, spec)  # the folder and its index are reused: no second download
+    assert again.index is not None and calls == [("gpt2-small-res-jb", "blocks.0.hook_resid_pre")]
