@@ -117,6 +117,8 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     Accumulators live on the model's device; `batch` windows (default: about
     `BATCH_TOKENS` tokens, so memory does not grow with the window) go through the
     model at a time."""
+    from engine.saes import encoder_input
+
     if len(windows) == 0:
         raise UserError("the corpus is empty: nothing to index")
     batch = batch or max(1, BATCH_TOKENS // windows.shape[1])
@@ -134,8 +136,7 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         _, cache = lm.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop)
         x = cache[hook][:, 1:].float()
         b, t = x.shape[:2]
-        # hook_z [b, t, heads, d_head]: heads flattened, as sae_lens does
-        acts = sae.encode(x.reshape(b * t, -1)).reshape(b, t, d_sae)  # [b, t, S]
+        acts = sae.encode(encoder_input(sae, x.reshape(b * t, *x.shape[2:]))).reshape(b, t, d_sae)  # [b, t, S]
         win_max, win_pos = acts.max(1)  # [b, S]
         win_ids = torch.arange(start, start + b, device=dev).unsqueeze(1).expand(b, d_sae)
         fired = win_max > 0

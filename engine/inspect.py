@@ -91,11 +91,12 @@ class SaeView:
     def _acts(self, tokens: torch.Tensor) -> torch.Tensor:
         """SAE activations [n, t, S] for token rows (BOS position included, as zeros)."""
         from engine.index import _stop_layer
+        from engine.saes import encoder_input
 
         _, cache = self.lm.run_with_cache(tokens.to(self.lm.device), names_filter=[self.hook],
                                           stop_at_layer=_stop_layer(self.hook))
-        x = cache[self.hook].float()  # hook_z [n, t, heads, d_head]: heads flattened, as sae_lens does
-        acts = self.sae.encode(x.reshape(x.shape[0] * x.shape[1], -1)).reshape(*x.shape[:2], -1)
+        x = cache[self.hook].float()
+        acts = self.sae.encode(encoder_input(self.sae, x.reshape(-1, *x.shape[2:]))).reshape(*x.shape[:2], -1)
         acts[:, 0] = 0  # BOS: not what the SAE was trained on
         return acts.cpu()
 

@@ -47,6 +47,12 @@ def _load_folder(path: Path, device: str):
         raise UserError(f"cannot load the SAE in {path}: {_first_line(e)}") from None
 
 
+def encoder_input(sae, x):
+    """`x` [N, ...] as the SAE's `encode` takes it: a hook_z SAE with sae_lens's hook_z
+    reshaping flattens the heads itself (and fails on flat input), others get [N, d_in]."""
+    return x if getattr(sae, "hook_z_reshaping_mode", False) else x.reshape(x.shape[0], -1)
+
+
 def sae_folder(spec: str | Path) -> Path:
     """The folder that holds the SAE `spec`: itself for a local folder; for a release, a
     copy under `cache_dir()/saes/` (made once), so that its index can live beside it."""

@@ -15,11 +15,13 @@ from engine.train.metrics import StreamingReconstruction, ce_scores, token_ce_an
 
 
 def sae_reconstructor(sae, scale: float = 1.0) -> Callable:
-    """`reconstruct` for an SAE whose inputs are multiplied by `scale` before encoding."""
+    """`reconstruct` for an SAE whose inputs are multiplied by `scale` before encoding;
+    `x` is [N, ...] (hook_z: [N, heads, d_head]) and `x_hat` comes back in its shape."""
+    from engine.saes import encoder_input
 
     def reconstruct(x: torch.Tensor):
-        acts = sae.encode(x * scale)
-        return sae.decode(acts) / scale, acts
+        acts = sae.encode(encoder_input(sae, x) * scale)
+        return sae.decode(acts).reshape(x.shape) / scale, acts
 
     return reconstruct
 
@@ -40,9 +42,9 @@ def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae:
     totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0, "n": 0}
 
     def splice(act, hook):
-        x = act[:, 1:].reshape(-1, act.shape[-1])
+        x = act[:, 1:].reshape(-1, *act.shape[2:])
         x_hat, acts = reconstruct(x)
-        recon.update(x, x_hat, acts)
+        recon.update(x.reshape(len(x), -1), x_hat.reshape(len(x), -1), acts)
         fired.logical_or_(acts.reshape(-1, acts.shape[-1]).ne(0).any(0))
         out = act.clone()
         out[:, 1:] = x_hat.reshape(act[:, 1:].shape).to(act.dtype)

@@ -279,3 +279,30 @@ def test_attribution_ranks_like_sae_lens_zero_ablation_for_rescaled_topk(case, t
     features = _active(clean, T)
     exact = _hooked_effects(hooked, tokens, saes, hook, features, T, token, scale=0.0)
     assert len(features) >= 12 and _spearman(attr[features].double(), exact) > 0.7
+
+
+def test_index_and_eval_read_a_hook_z_sae_per_token(default_model, tmp_path):
+    """A hook_z SAE that flattens heads itself gets [tokens, heads, d_head] in the index
+    pass and the evaluation (flat input would be read as n_heads = tokens)."""
+    from engine.inspect import SaeView
+    from engine.saes import load_sae
+    from engine.train.runs import evaluate_folder
+
+    with torch.no_grad():
+        _, cache = default_model.run_with_cache(default_model.model.to_tokens(PROMPT), names_filter=[Z])
+    folder = _build("topk", Z, cache[Z][0].flatten(-2), tmp_path / "z", seed=3, **TOPK,
+                    reshape_activations="hook_z")
+    view = SaeView(default_model, folder, index_tokens=128 * 8)
+    idx = view.ensure_index()
+    assert idx.meta["tokens"] == 8 * 127
+    # every token has exactly k active features: per-token encoding, not one flattened row
+    assert int(idx.fire_count.sum()) == 16 * 8 * 127
+    sae = load_sae(folder)
+    windows = view.windows[:2]
+    with torch.no_grad():
+        _, c = default_model.run_with_cache(windows, names_filter=[Z])
+        f = sae.encode(c[Z][:, 1:])  # sae_lens's own per-token encoding
+    page = view.feature_page(int(f.flatten(0, 1).ne(0).sum(0).argmax()), top=1)
+    assert page["examples"]
+    result = evaluate_folder(folder, 1024, lm=default_model)
+    assert result["l0"] == pytest.approx(16.0) and result["explained_variance"] < 1
