@@ -68,7 +68,9 @@ def _prepare_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
             diff = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in vars(cfg)
                     if getattr(old, k) != getattr(cfg, k)]
             raise UserError(f"{run_dir} holds a run with a different configuration ({'; '.join(diff)})")
-        if (run_dir / "cfg.json").exists():
+        # a run stopped in its final stage (saving, evaluating) still has its checkpoint
+        # and is finished again; only the last step of `_finish` removes the checkpoint
+        if (run_dir / "cfg.json").exists() and not ckpt.has_checkpoint(run_dir):
             raise UserError(f"the run in {run_dir} has already finished")
         return
     if saved.exists() or (run_dir / "cfg.json").exists():

@@ -152,3 +152,37 @@ def _cancel_after(n: int):
         if calls["n"] > n:
             raise Cancelled()
     return check
+
+
+def test_a_run_stopped_in_its_final_evaluation_resumes_to_the_same_end(tmp_path, default_model, monkeypatch):
+    """Killed after the final folder was saved but before `eval.json`: `--resume` finishes
+    it, with the same weights and evaluation as a run that was never stopped."""
+    import engine.train.loop as loop
+
+    train([tiny()], [tmp_path / "straight"], lm=default_model)
+    real = loop._finish
+    calls = {"n": 0}
+
+    def evaluate_then_die(*args, **kwargs):
+        import engine.train.evaluate as ev
+
+        original = ev.evaluate
+        monkeypatch.setattr(ev, "evaluate", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            calls["n"] += 1
+            return real(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(ev, "evaluate", original)
+
+    run = tmp_path / "stopped"
+    monkeypatch.setattr(loop, "_finish", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train([tiny()], [run], lm=default_model)
+    monkeypatch.setattr(loop, "_finish", real)
+    assert calls["n"] == 1 and (run / "cfg.json").exists() and not (run / "eval.json").exists()
+    train([tiny()], [run], lm=default_model, resume=True)
+    for name, tensor in weights(tmp_path / "straight").items():
+        assert torch.equal(weights(run)[name], tensor), name
+    a, b = (json.loads((d / "eval.json").read_text()) for d in (tmp_path / "straight", run))
+    assert {k: v for k, v in a.items() if k != "sae"} == {k: v for k, v in b.items() if k != "sae"}
+    assert not (run / "checkpoint").exists()
