@@ -11,10 +11,13 @@ Notes
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from engine.errors import UserError
 from engine.train.config import TrainConfig
+
+PLAIN_EVERY_S = 10.0  # progress lines without a terminal
 
 
 def plan_runs(hook: str, archs: list[str], seeds: list[int], out: Path, config: Path | None,
@@ -67,8 +70,10 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
     console = Console(stderr=True)
     # Started at the first record, so a configuration error prints no empty bars.
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                        TimeRemainingColumn(), console=console, refresh_per_second=4)
+                        TimeRemainingColumn(), console=console, refresh_per_second=4,
+                        disable=not console.is_terminal)
     tasks: list = []
+    printed: dict[int, float] = {}
 
     def on_record(i: int, rec: dict) -> None:
         if not tasks:
@@ -77,10 +82,14 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
                          for c, d in zip(cfgs, dirs))
         if rec.get("kind") != "step":
             return
-        progress.update(tasks[i], completed=rec["step"] + 1,
-                        info=f"loss {rec['loss']:.4f}  EV {rec['explained_variance']:.3f}  "
-                             f"L0 {rec['l0']:.1f}  dead {rec['dead_fraction_window']:.1%}  "
-                             f"{rec['tokens_per_s']:.0f} tok/s")
+        done = rec["step"] + 1
+        info = (f"loss {rec['loss']:.4f}  EV {rec['explained_variance']:.3f}  L0 {rec['l0']:.1f}  "
+                f"dead {rec['dead_fraction_window']:.1%}  {rec['tokens_per_s']:.0f} tok/s")
+        progress.update(tasks[i], completed=done, info=info)
+        # no terminal (a script, nohup): a plain line per run every few seconds, and the last step
+        if not console.is_terminal and (done == cfgs[i].steps or time.time() - printed.get(i, 0) >= PLAIN_EVERY_S):
+            printed[i] = time.time()
+            console.print(f"{Path(dirs[i]).name}: step {done}/{cfgs[i].steps}  {info}", highlight=False)
     try:
         results = train(cfgs, dirs, lm=lm, corpus=text, on_record=on_record, resume=resume)
     finally:

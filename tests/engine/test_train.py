@@ -186,3 +186,12 @@ def test_a_run_stopped_in_its_final_evaluation_resumes_to_the_same_end(tmp_path,
     a, b = (json.loads((d / "eval.json").read_text()) for d in (tmp_path / "straight", run))
     assert {k: v for k, v in a.items() if k != "sae"} == {k: v for k, v in b.items() if k != "sae"}
     assert not (run / "checkpoint").exists()
+
+
+def test_cli_train_without_a_terminal_prints_progress_lines(tmp_path):
+    r = subprocess.run(saescope_cmd("train", "--hook", HOOK, "--d-sae", "64", "--k", "8", "--tokens", "4096",
+                                    "--batch-size", "256", "--eval-tokens", "512", "--out", str(tmp_path / "r")),
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if ": step " in line]
+    assert lines and lines[-1].startswith("r: step 16/16") and "EV" in lines[-1]
