@@ -65,7 +65,11 @@ def model_card(rows: list[dict], tokens: int) -> str:
                      f"| {r['dead_fraction']:.1%} | {r['tokens']:,} |")
     lines += ["", "EV: explained variance of the activations; CE score: the share of the loss increase "
               "of zero-ablating the hook that the SAE recovers; dead: features that never fired on the "
-              "evaluation tokens."]
+              "evaluation tokens.", "",
+              "EV flatters the later layers: at layers 11 and 15 one residual dimension holds over 90% "
+              "of the variance (46% at layer 3, 31% at layer 7; measured on 2,040 held-out tokens), and "
+              "any reconstruction that gets it right scores a high EV. The CE and KL scores are the "
+              "better guide there."]
     return "\n".join(lines) + "\n"
 
 

@@ -46,7 +46,7 @@ def test_shipped_saes_fit_the_model_and_carry_eval_and_index(smollm2):
         assert sum(c.isalpha() for c in text) > len(text) / 3
 
 
-def _independent(lm, up_dir, down_dir, features, position):
+def _independent(lm, tokens, up_dir, down_dir, features, position):
     """Zero-ablate `features` of the upstream SAE at every prompt position (after BOS) in
     sae_lens's HookedSAETransformer with both SAEs and their error terms; the change
     of the downstream features and of the logits at `position`."""
@@ -56,7 +56,6 @@ def _independent(lm, up_dir, down_dir, features, position):
     model.load_state_dict(lm.model.state_dict(), strict=False)
     model.eval()
     up, down = (SAE.load_from_disk(str(d), device=lm.device) for d in (up_dir, down_dir))
-    tokens = lm.model.to_tokens(PROMPT)
     up_hook = f"{up.cfg.metadata.hook_name}.hook_sae_acts_post"
     down_hook = f"{down.cfg.metadata.hook_name}.hook_sae_acts_post"
 
@@ -99,7 +98,7 @@ def test_cli_ablate_across_layers_equals_hooked_sae_transformer(smollm2):
     r = run_saescope(*args, timeout=300)
     assert r.returncode == 0, r.stderr
     tree = json.loads(r.stdout)["tree"]
-    d_feat, d_logit = _independent(smollm2, up_dir, down_dir, features, position)
+    d_feat, d_logit = _independent(smollm2, tokens, up_dir, down_dir, features, position)
     feats = [c for c in tree["children"] if c["node"]["kind"] == "feature"]
     logits = [c for c in tree["children"] if c["node"]["kind"] == "logit"]
     assert feats and logits
