@@ -98,7 +98,7 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     assert pane.view == "curves" and app.focused is table
     # A second job at once, while the first one is starting.
     form = await open_form(pilot, pane)
-    form.fill(archs=["batchtopk"], out=str(tmp_path / "solo"), **TINY)
+    form.fill(archs=["batchtopk"], out=str(tmp_path / "solo"), context="64", **TINY)
     await submit(pilot, form)
     outs = [str(tmp_path / "pair" / "relu"), str(tmp_path / "pair" / "topk"), str(tmp_path / "solo")]
     assert [r.out for r in pane.book.ordered()] == outs
@@ -106,6 +106,10 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     await wait_until(pilot, lambda: any(r.state == "running" for r in pane.book.ordered()),
                      TRAIN_TIMEOUT, "the first metrics")
     assert len({r.job.request_id for r in pane.book.ordered()}) == 2  # two jobs, one shared by two runs
+    solo_cfg = tmp_path / "solo" / "saescope.json"  # the form's context reached the engine's run
+    await wait_until(pilot, solo_cfg.exists, TRAIN_TIMEOUT, "the solo run's settings")
+    assert json.loads(solo_cfg.read_text())["context"] == 64
+    assert json.loads((tmp_path / "pair" / "topk" / "saescope.json").read_text())["context"] == 0  # empty: auto
     loss_plot = app.query_one("#plot-loss", PlotView)
     await wait_until(pilot, lambda: "┤" in loss_plot.drawn, 5, "a loss curve")
     assert "loss (log)" in loss_plot.drawn
