@@ -304,14 +304,14 @@ def ablate(
                                    mode, method, top, depth, corpus=text, context=context)
     except UserError as e:
         fail(str(e))
-    if as_json or uninterpretable:
-        typer.echo(json.dumps(result, indent=None if as_json else 2))
+    if as_json:
+        typer.echo(json.dumps(result))
         return
     from rich.console import Console
 
-    from engine.render import render_tree
+    from engine.render import render_tree, render_uninterpretable
 
-    Console().print(render_tree(result))
+    Console().print(render_uninterpretable(result) if uninterpretable else render_tree(result))
 
 
 @engine_app.command("serve")

@@ -186,14 +186,11 @@ def feature_search(state: EngineState, params, ctx: JobContext) -> dict:
 def tree_open(state: EngineState, params, ctx: JobContext) -> dict:
     from engine.ablate import Splice, Target
     from engine.predict import prompt_tokens
-    from engine.tree import TreeBuilder, describer, open_sites
+    from engine.tree import TreeBuilder, describer, open_sites, token_position
 
     lm = state.require_model()
     tokens = prompt_tokens(lm, params.prompt)
-    T = tokens.shape[1]
-    position = T - 1 if params.position is None else params.position + 1
-    if not 1 <= position < T:
-        raise UserError(f"position {position - 1} is beyond the prompt (0..{T - 2})")
+    position = token_position(tokens, params.position)
     sites, views = open_sites(lm, [params.upstream, params.downstream], context=params.context)
     splice = Splice(lm, sites)
     clean = splice.run(tokens, upto=position)

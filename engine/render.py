@@ -83,3 +83,23 @@ def render_tree(result: dict):
             add(branch, c)
     add(root, result["tree"])
     return root
+
+
+def render_uninterpretable(result: dict) -> Group:
+    """`saescope ablate --uninterpretable`: the most important features, then those among
+    them whose top examples share no obvious token."""
+    head = Text.from_markup(f"[bold]{result['prompt']!r}[/] -> {result['predicted']!r}  "
+                            f"(effect on that logit, method {result['method']})")
+
+    def table(title: str, rows: list[dict]) -> Table:
+        t = Table("site", "feature", "effect", "top-token share", "description", title=title,
+                  title_justify="left")
+        for r in rows:
+            t.add_row(r["site"], f"#{r['feature']}", f"{r['effect']:+.4f}",
+                      f"{r['top_token_concentration']:.0%}", r["description"])
+        return t
+
+    return Group(head, table("most important", result["most_important"]),
+                 table(f"important but not interpretable from their top token "
+                       f"(share <= {result['max_concentration']:.0%})",
+                       result["uninterpretable"]))

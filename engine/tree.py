@@ -200,6 +200,19 @@ def describer(views: list) -> Callable[[int, int], str]:
     return fn
 
 
+def token_position(tokens: torch.Tensor, position: int | None) -> int:
+    """The index into `tokens` (BOS first) of prompt token `position`, which users count
+    from 0 without the BOS (None: the last token); out of range is a `UserError`."""
+    from engine.errors import UserError
+
+    T = tokens.shape[1]
+    if position is None:
+        return T - 1
+    if not 0 <= position <= T - 2:
+        raise UserError(f"position {position} is beyond the prompt (0..{T - 2})")
+    return position + 1
+
+
 def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int | None = None,
                   features: list[int] | None = None, mode: str = "zero", method: str = "attribution",
                   top: int = 8, depth: int = 1, ig_steps: int = 1, corpus=None, context: int | None = None) -> dict:
@@ -215,10 +228,7 @@ def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int
     if not 1 <= depth <= 4 or not 1 <= top <= 100:
         raise UserError("--depth must be 1..4 and --top 1..100")
     tokens = prompt_tokens(lm, prompt)
-    T = tokens.shape[1]
-    position = T - 1 if position is None else position + 1  # users count prompt tokens from 0
-    if not 1 <= position < T:
-        raise UserError(f"position {position - 1} is beyond the prompt (0..{T - 2})")
+    position = token_position(tokens, position)
     sites, views = open_sites(lm, [upstream, downstream], corpus=corpus, context=context)
     splice = Splice(lm, sites)
     clean = splice.run(tokens, upto=position)
@@ -245,8 +255,10 @@ def important_uninterpretable(lm, sae_dirs: list[str], prompt: str, position: in
     from engine.inspect import top_token_concentration
     from engine.predict import prompt_tokens
 
+    if method not in ("exact", "attribution"):
+        raise UserError(f"unknown method {method!r}: use exact or attribution")
     tokens = prompt_tokens(lm, prompt)
-    position = tokens.shape[1] - 1 if position is None else position + 1
+    position = token_position(tokens, position)
     sites, views = open_sites(lm, sae_dirs, corpus=corpus, context=context)
     if any(v.index is None for v in views):
         raise UserError("every SAE needs its feature index first: run `saescope index SAE_DIR`")
@@ -267,4 +279,5 @@ def important_uninterpretable(lm, sae_dirs: list[str], prompt: str, position: in
     rows.sort(key=lambda r: -abs(r["effect"]))
     return {"prompt": prompt, "predicted": lm.tokenizer.decode([metric.token]), "method": method,
             "most_important": rows[:n],
+            "max_concentration": max_concentration,
             "uninterpretable": [r for r in rows if r["top_token_concentration"] <= max_concentration][:n]}

@@ -67,3 +67,15 @@ def test_bad_input(saes, tmp_path, args, needle):
     r = run_saescope(*[a.format(**paths) for a in args])
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ablate_uninterpretable_prints_a_table_and_checks_the_position(saes):
+    args = ("ablate", "--upstream", str(saes["resid_mid-topk"]), "--downstream", str(saes["mlp_out-topk"]),
+            "--prompt", "def __init__(self", "--uninterpretable", "--method", "attribution", "--top", "4")
+    r = run_saescope(*args)
+    assert r.returncode == 0, r.stderr
+    assert "most important" in r.stdout and "not interpretable" in r.stdout and not r.stdout.lstrip().startswith("{")
+    important = r.stdout.split("most important")[1].split("not interpretable")[0]
+    assert important.count(" #") == 4  # --top rows, each a feature
+    bad = run_saescope(*args, "--position", "99")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "beyond the prompt" in bad.stderr

@@ -72,11 +72,17 @@ def test_release_spec_forms(tmp_path):
     ({"hook_name": "blocks.3.hook_mlp_out"}, "'blocks.3.hook_mlp_out' does not exist in mini-gelu-1l"),
     ({"hook_name": "blocks.0.mlp.hook_post"}, "reads 256-wide activations but blocks.0.mlp.hook_post"),
 ])
-def test_sae_that_does_not_fit_is_one_clear_error(tmp_path, change, expected):
-    folder = edited_sae(tmp_path, **change)
+def test_sae_that_does_not_fit_is_a_clear_error(tmp_path, default_model, change, expected):
+    with pytest.raises(UserError) as e:
+        check_fits(load_sae(edited_sae(tmp_path, **change)), default_model)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_sae_for_another_model_is_one_clear_line(tmp_path):
+    folder = edited_sae(tmp_path, model_name="gpt2-small")
     line = one_error_line(run_saescope("eval", str(folder), "--model", "default", "--tokens", "256",
                                        timeout=300))
-    assert expected in line
+    assert "made for the model gpt2-small but mini-gelu-1l is loaded" in line
 
 
 def test_wrong_d_in_is_refused(tmp_path, default_model):

@@ -3,8 +3,8 @@
 Notes
 - `smollm2` loads through the real user cache (`cache_dir()`), so a machine pays
   the ~50 s GGUF conversion once and every later run reads the cache.
-- The round trip (cached load == fresh conversion) converts once more, into a
-  temporary cache: the only deliberate conversion in this file, hence `slow`.
+- The round trip (cached load == fresh conversion) needs one conversion: the one
+  that fills an empty user cache, else one more into a temporary cache (`slow`).
 - Reconversion is detected by replacing `_convert_smollm2`, never by timing.
 """
 
@@ -28,18 +28,23 @@ PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return load_model(models.SMOLLM2, device="cpu")
+def converted(tmp_path_factory):
+    """(cache root, model) after one cold load into an empty cache: the model is the
+    fresh conversion, and the cache holds what it wrote. The real user cache when it
+    is empty (so a new machine pays one conversion, not two), else a temporary one."""
+    from engine.paths import cache_dir
+
+    if not (models.smollm2_cache_entry(smollm2_gguf(), cache_dir()) / "model.safetensors").exists():
+        yield cache_dir(), models._load_smollm2()
+        return
+    root = tmp_path_factory.mktemp("saescope-cache")
+    yield root, models._load_smollm2(cache_root=root)
+    shutil.rmtree(root, ignore_errors=True)  # ~700 MB: not left for pytest's tmp rotation
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """(cache root, model) after one cold load into an empty cache: the model is the
-    fresh conversion, and the cache holds what it wrote."""
-    root = tmp_path_factory.mktemp("saescope-cache")
-    model = models._load_smollm2(cache_root=root)
-    yield root, model
-    shutil.rmtree(root, ignore_errors=True)  # ~700 MB: not left for pytest's tmp rotation
+def smollm2(converted):
+    return load_model(models.SMOLLM2, device="cpu")
 
 
 def _no_conversion(*args, **kwargs):
@@ -80,11 +85,13 @@ def test_cached_load_equals_the_fresh_conversion(converted, monkeypatch):
 
 
 @pytest.mark.slow
-def test_corrupt_cache_is_deleted_and_rebuilt(converted, monkeypatch):
+def test_corrupt_cache_is_deleted_and_rebuilt(converted, monkeypatch, tmp_path):
     from safetensors import safe_open
 
-    root, fresh = converted
+    source, fresh = converted
+    root = tmp_path / "cache"  # a copy: the user cache is never damaged on purpose
     entry = models.smollm2_cache_entry(smollm2_gguf(), root)
+    shutil.copytree(models.smollm2_cache_entry(smollm2_gguf(), source), entry)
     weights = entry / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:4096])  # a truncated write
     calls = []

@@ -33,9 +33,9 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
     keys(tmux, "Enter")
     screen = tmux.wait_for("eval tok", 10)
     assert "blocks.0.hook_mlp_out" in screen and "batchtopk" in screen
-    # d_sae, k, (l1, seed), tokens, batch, (ckpt), eval tokens; each field starts selected.
-    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "20k", "Tab", "256", "Tab", "Tab", "512")
-    keys(tmux, *["BTab"] * 11, "Space")  # back to the first architecture, relu: tick it (topk already is)
+    # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens; each field starts selected.
+    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "20k", "Tab", "256", "Tab", "Tab", "512")
+    keys(tmux, *["BTab"] * 12, "Space")  # back to the first architecture, relu: tick it (topk already is)
     keys(tmux, *["Tab"] * 4, "Enter")  # to d_sae, and start
 
     def run_rows(screen: str) -> list[str]:
