@@ -10,15 +10,13 @@ Notes
   corrupt the protocol stream.
 - Request ids must be unique within a session: a reused id gets an `Error` (not a
   `Reply`), so the first request with that id still gets its own single reply.
-- Jobs run on daemon threads; cancellation is cooperative (`JobContext.check`).
+- Jobs run on daemon threads; cancellation is cooperative (`Job.check`).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import secrets
-import socket
 import socketserver
 import sys
 import threading
@@ -29,7 +27,8 @@ import msgspec
 
 from engine import __version__
 from engine.errors import UserError
-from engine.handlers import CAPABILITIES, HANDLERS, INLINE, Cancelled, EngineState, JobContext
+from engine.handlers import CAPABILITIES, HANDLERS, INLINE, EngineState
+from engine.jobs import Cancelled, Job
 from engine.protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Auth, Error, Event, Hello, Reply,
                              Request, decode, encode, parse_params)
 
@@ -42,7 +41,7 @@ class Session:
     def __init__(self, state: EngineState, reader: BinaryIO, writer: BinaryIO, token: str | None = None):
         self.state, self.reader, self.writer, self.token = state, reader, writer, token
         self.write_lock = threading.Lock()
-        self.jobs: dict[str, JobContext] = {}
+        self.jobs: dict[str, Job] = {}
         self.jobs_lock = threading.Lock()
         self.seen_ids: set[str] = set()
         self.authenticated = token is None
@@ -129,7 +128,7 @@ class Session:
         except msgspec.ValidationError as e:
             self.send(Reply(req.id, "error", error=f"bad params for {req.method}: {e}"))
             return
-        ctx = JobContext(req.id, req.method, emit=lambda kind, data: self.send(Event(req.id, kind, data)))
+        ctx = Job(req.id, req.method, emit=lambda kind, data: self.send(Event(req.id, kind, data)))
         if req.method == "cancel":
             self.send(self.cancel(req.id, params.target))
         elif req.method == "jobs":
@@ -155,14 +154,14 @@ class Session:
         job.cancel_flag.set()
         return Reply(request_id, "ok", result={"cancelling": target})
 
-    def run_job(self, req: Request, params, ctx: JobContext) -> None:
+    def run_job(self, req: Request, params, ctx: Job) -> None:
         try:
             self.send(self.execute(req, params, ctx))
         finally:
             with self.jobs_lock:
                 self.jobs.pop(req.id, None)
 
-    def execute(self, req: Request, params, ctx: JobContext) -> Reply:
+    def execute(self, req: Request, params, ctx: Job) -> Reply:
         try:
             return Reply(req.id, "ok", result=HANDLERS[req.method](self.state, params, ctx))
         except Cancelled:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.errors import UserError
-from engine.handlers import Cancelled
+from engine.jobs import Cancelled
 from engine.train.config import TrainConfig
 from engine.train.loop import train
 from tests.conftest import REPO, saescope_cmd

@@ -1,0 +1,40 @@
+"""What each request method does: thin wrappers over the engine's plain functions.
+
+A handler takes the shared `EngineState`, its typed parameters and the request's
+`Job` (to stream events and notice cancellation) and returns its reply's result.
+Handlers in `INLINE` are answered on the reading thread at once; the rest run as
+jobs on their own threads, so `ping` and `cancel` answer while they work.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from engine.handlers.basic import model_info, model_load, ping, predict, sleep
+from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
+from engine.handlers.state import EngineState
+from engine.handlers.training import train_read, train_start
+from engine.handlers.trees import tree_ablate, tree_check, tree_expand, tree_open
+from engine.jobs import Cancelled, Job
+
+HANDLERS: dict[str, Callable] = {
+    "ping": ping,
+    "model.info": model_info,
+    "model.load": model_load,
+    "predict": predict,
+    "sleep": sleep,
+    "train.start": train_start,
+    "train.read": train_read,
+    "sae.open": sae_open,
+    "feature.page": feature_page,
+    "feature.live": feature_live,
+    "feature.search": feature_search,
+    "tree.open": tree_open,
+    "tree.expand": tree_expand,
+    "tree.check": tree_check,
+    "tree.ablate": tree_ablate,
+}
+INLINE = {"ping", "model.info", "cancel", "jobs"}
+CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})
+
+__all__ = ["CAPABILITIES", "HANDLERS", "INLINE", "Cancelled", "EngineState", "Job"]

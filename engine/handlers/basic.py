@@ -1,0 +1,53 @@
+"""Handlers for the engine itself: ping, the model, predict and the test job."""
+
+from __future__ import annotations
+
+import time
+
+from engine import __version__
+from engine.errors import UserError
+from engine.handlers.state import EngineState
+from engine.jobs import Job
+from engine.protocol import PROTOCOL_VERSION
+
+
+def ping(state: EngineState, params, ctx: Job) -> dict:
+    return {"pong": True, "time": time.time(), "protocol": PROTOCOL_VERSION, "version": __version__}
+
+
+def model_info(state: EngineState, params, ctx: Job) -> dict:
+    if state.model is None:
+        return {"loaded": False}
+    info = state.model.info()
+    info.pop("hooks")
+    return {"loaded": True, **info, "hooks": sorted(state.model.model.hook_dict)}
+
+
+def model_load(state: EngineState, params, ctx: Job) -> dict:
+    from engine.models import load_model
+
+    ctx.emit("progress", {"message": f"loading {params.spec}", "fraction": 0.0})
+    with state.model_lock:
+        lm = load_model(params.spec, params.device, params.dtype)
+        state.model = lm
+        state.views.clear()  # they were tied to the old model
+        state.trees.clear()
+    ctx.emit("progress", {"message": "loaded", "fraction": 1.0})
+    return model_info(state, params, ctx)
+
+
+def predict(state: EngineState, params, ctx: Job) -> dict:
+    from engine.predict import predict as run_predict
+
+    return run_predict(state.require_model(), params.text, params.top)
+
+
+def sleep(state: EngineState, params, ctx: Job) -> dict:
+    if not (0 <= params.seconds <= 3600 and 1 <= params.steps <= 100_000):
+        raise UserError("sleep takes 0 <= seconds <= 3600 and 1 <= steps <= 100000")
+    for step in range(params.steps):
+        time.sleep(params.seconds / params.steps)
+        ctx.check()
+        ctx.emit("progress", {"step": step + 1, "total": params.steps,
+                              "fraction": (step + 1) / params.steps})
+    return {"slept": params.seconds, "steps": params.steps}
