@@ -43,19 +43,24 @@ class Request(msgspec.Struct, tag="request", tag_field="type"):
 
 
 class Event(msgspec.Struct, tag="event", tag_field="type"):
-    """Progress, metrics or a log line for request `id`; any number before its reply."""
+    """Progress, metrics or a log line for request `id`; any number before its reply.
+
+    `data` is one of `EVENT_DATA[kind]`; `event_data(event)` decodes it."""
 
     id: str
     kind: Literal["progress", "metrics", "log"]
-    data: dict[str, Any]
+    data: Any
 
 
 class Reply(msgspec.Struct, tag="reply", tag_field="type"):
-    """The one final answer to request `id`."""
+    """The one final answer to request `id`.
+
+    `result` is the method's `RESULTS[method]` struct; on the wire it is plain JSON,
+    and a client decodes it into that type with `decode_result(method, reply)`."""
 
     id: str
     status: Literal["ok", "error", "cancelled"]
-    result: Optional[dict[str, Any]] = None
+    result: Any = None
     error: Optional[str] = None
 
 
@@ -185,6 +190,268 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "tree.ablate": TreeAblateParams,
 }
 
+
+# ---- results of each method ----------------------------------------------------
+# What a reply's `result` holds, per method. The engine's handlers return these
+# structs; the client decodes every result into its type, so the TUI reads
+# attributes, never string keys, and a renamed field fails in tests and type checks.
+
+class Result(msgspec.Struct, kw_only=True):
+    """Base of every result type."""
+
+
+class Pong(Result):
+    pong: bool
+    time: float
+    protocol: int
+    version: str
+
+
+class ModelInfo(Result):
+    loaded: bool
+    spec: str = ""
+    name: str = ""
+    source: str = ""
+    device: str = ""
+    dtype: str = ""
+    n_layers: int = 0
+    d_model: int = 0
+    d_vocab: int = 0
+    n_ctx: int = 0
+    hooks: list[str] = []
+
+
+class TokenProb(msgspec.Struct):
+    token: str  # decoded text of the token
+    id: int
+    prob: float
+    raw: str  # the tokenizer's own spelling (e.g. `Ġthe`)
+
+
+class Prediction(Result):
+    model: str
+    tokens: list[str]  # the prompt's tokens, BOS first
+    top: list[TokenProb]
+    entropy: float  # nats, of the whole next-token distribution
+
+
+class Slept(Result):
+    slept: float
+    steps: int
+
+
+class Cancelling(Result):
+    cancelling: str  # the id of the job asked to stop
+
+
+class JobInfo(msgspec.Struct):
+    id: str
+    method: str
+    started: float
+
+
+class JobList(Result):
+    jobs: list[JobInfo]
+
+
+class SaeOpened(Result):
+    path: str
+    hook: str
+    d_sae: int
+    architecture: str
+    indexed: bool
+    index_tokens: int
+    alive: Optional[int] = None  # features that fire at least once in the index
+
+
+class Example(msgspec.Struct):
+    """A stretch of corpus text around one activation of a feature."""
+
+    window: int
+    max: float  # the activation at `position`
+    position: int  # index into `tokens` of the activating token
+    tokens: list[str]
+    acts: list[float]
+
+
+class Histogram(msgspec.Struct):
+    edges: list[float]
+    counts: list[int]
+
+
+class TokenEffect(msgspec.Struct):
+    token: str
+    id: int
+    value: float
+
+
+class LogitEffects(msgspec.Struct):
+    """Direct-path logit effect of a feature's decoder direction: the most raised and lowered tokens."""
+
+    top: list[TokenEffect]
+    bottom: list[TokenEffect]
+    note: str = ""  # why there are none (no direct path from this hook)
+
+
+class Neighbour(msgspec.Struct):
+    feature: int
+    cosine: float  # of decoder directions
+
+
+class FeaturePage(Result):
+    sae: str
+    hook: str
+    feature: int
+    d_sae: int
+    density: float  # fraction of indexed tokens on which the feature fires
+    fire_count: int
+    max_activation: float
+    mean_activation: float
+    index_tokens: int
+    description: str
+    examples: list[Example]
+    samples: list[Example]
+    histogram: Histogram
+    logits: LogitEffects
+    neighbours: list[Neighbour]
+
+
+class FeatureAct(msgspec.Struct):
+    feature: int
+    act: float
+
+
+class TokenActs(msgspec.Struct):
+    position: int
+    token: str
+    features: list[FeatureAct]
+
+
+class Strongest(msgspec.Struct):
+    feature: int
+    max: float
+    position: int
+
+
+class LiveActs(Result):
+    tokens: list[str]
+    per_token: list[TokenActs]
+    strongest: list[Strongest]
+
+
+class SearchHit(msgspec.Struct, omit_defaults=True):
+    feature: int
+    max: Optional[float] = None  # kind "text": strongest activation on the text
+    position: Optional[int] = None  # kind "text": where
+    value: Optional[float] = None  # kind "token": direct logit effect on the token
+    density: Optional[float] = None  # kinds "densest" and "dead"
+
+
+class SearchResults(Result):
+    results: list[SearchHit]
+
+
+class NodeLabel(msgspec.Struct, omit_defaults=True):
+    """What a tree node stands for."""
+
+    kind: Literal["metric", "feature", "error", "logit", "ablation"]
+    direction: Optional[Literal["up", "down"]] = None
+    site: Optional[str] = None  # the SAE site's name (feature, error, ablation)
+    site_index: Optional[int] = None
+    feature: Optional[int] = None
+    features: Optional[list[int]] = None  # ablation: the features ablated together
+    mode: Optional[str] = None  # ablation: zero or mean
+    token: Optional[str] = None  # logit
+    token_id: Optional[int] = None
+    metric: Optional[str] = None  # metric: e.g. "logit ' self' @ 7"
+
+
+class TreeNode(msgspec.Struct):
+    node: NodeLabel
+    effect: float  # change of the parent's value when this node is ablated (root: its value)
+    method: str  # how `effect` was computed: exact, attribution or value
+    description: str = ""
+    children: Optional[list["TreeNode"]] = None  # None: not expanded yet; []: a leaf
+
+
+class SiteInfo(msgspec.Struct):
+    name: str
+    hook: str
+    path: str
+
+
+class TreeOpened(Result):
+    tree: str
+    tokens: list[str]  # the prompt's tokens without BOS
+    position: int  # prompt token index (from 0) of the prediction
+    predicted: str
+    sites: list[SiteInfo]
+    root: TreeNode
+
+
+class TreeChildren(Result):
+    path: list[int]
+    children: list[TreeNode]
+
+
+class AgreementPair(msgspec.Struct):
+    feature: int
+    exact: float
+    attribution: float
+
+
+class TreeAgreement(Result):
+    path: list[int]
+    n: int
+    pearson: float
+    spearman: float
+    pairs: list[AgreementPair]
+
+
+class TreeAblated(Result):
+    root: TreeNode
+
+
+# ---- event data ----------------------------------------------------------------
+
+class Progress(msgspec.Struct, omit_defaults=True):
+    fraction: Optional[float] = None
+    message: Optional[str] = None
+    step: Optional[int] = None
+    total: Optional[int] = None
+
+
+class LogData(msgspec.Struct):
+    message: str
+
+
+class RunMetrics(msgspec.Struct):
+    """One metrics record of run number `run` of a training job."""
+
+    run: int
+    record: dict[str, Any]
+
+
+EVENT_DATA: dict[str, type] = {"progress": Progress, "log": LogData, "metrics": RunMetrics}
+
+RESULTS: dict[str, type[Result]] = {
+    "ping": Pong,
+    "model.info": ModelInfo,
+    "model.load": ModelInfo,
+    "predict": Prediction,
+    "cancel": Cancelling,
+    "jobs": JobList,
+    "sleep": Slept,
+    "sae.open": SaeOpened,
+    "feature.page": FeaturePage,
+    "feature.live": LiveActs,
+    "feature.search": SearchResults,
+    "tree.open": TreeOpened,
+    "tree.expand": TreeChildren,
+    "tree.check": TreeAgreement,
+    "tree.ablate": TreeAblated,
+}
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Message)
 
@@ -197,6 +464,16 @@ def encode(msg: Message) -> bytes:
 def decode(line: bytes | str) -> Message:
     """Parse one line; raises `msgspec.DecodeError`/`ValidationError` when it is not a message."""
     return _decoder.decode(line)
+
+
+def decode_result(method: str, result: Any) -> Any:
+    """A reply's plain JSON `result` as the method's `RESULTS` struct; raises ValidationError."""
+    return msgspec.convert(result, RESULTS[method])
+
+
+def event_data(event: Event) -> Any:
+    """An event's `data` as its kind's `EVENT_DATA` struct; raises ValidationError."""
+    return msgspec.convert(event.data, EVENT_DATA[event.kind])
 
 
 def parse_params(method: str, params: dict[str, Any]) -> msgspec.Struct:

@@ -34,7 +34,8 @@ from typing import Any, Callable, Optional
 
 import msgspec
 
-from engine.protocol import PROTOCOL_VERSION, Auth, Error, Event, Hello, Reply, Request, decode, encode
+from engine.protocol import (PROTOCOL_VERSION, Auth, Error, Event, Hello, Reply, Request, decode, decode_result,
+                             encode, event_data)
 from tui.target import EngineTarget
 
 STREAM_LIMIT = 64 << 20  # replies can be large (results, tables); the default 64 KiB is not enough
@@ -258,6 +259,7 @@ class EngineClient:
             pending = self._pending.get(msg.id)
             if pending is not None and pending.on_event is not None:
                 try:
+                    msg.data = event_data(msg)  # typed: Progress, LogData or RunMetrics
                     pending.on_event(msg)
                 except Exception as e:  # noqa: BLE001 - a UI bug must not stop the reader
                     self.on_log("client", f"event handler for {pending.method} failed: {e!r}")
@@ -357,10 +359,15 @@ class EngineClient:
         return await self.start()
 
 
-def result_of(method: str, reply: Reply) -> dict:
-    """The result of an `ok` reply; raises `JobCancelled` or `EngineError` otherwise."""
+def result_of(method: str, reply: Reply) -> Any:
+    """The result of an `ok` reply as the method's typed struct (`engine.protocol.RESULTS`);
+    raises `JobCancelled` or `EngineError` otherwise."""
     if reply.status == "ok":
-        return reply.result or {}
+        try:
+            return decode_result(method, reply.result)
+        except (msgspec.ValidationError, TypeError) as e:
+            raise EngineError(f"the engine's reply to {method} does not match this app's protocol "
+                              f"({e}): install matching versions") from None
     if reply.status == "cancelled":
         raise JobCancelled(f"{method} was cancelled")
     raise EngineError(reply.error or f"{method} failed")

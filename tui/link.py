@@ -134,7 +134,7 @@ class EngineLink:
 
         def handle(event) -> None:
             if event.kind == "progress" and event.id in self._jobs:
-                fraction = event.data.get("fraction")
+                fraction = event.data.fraction
                 self._jobs[event.id] = replace(self._jobs[event.id], fraction=fraction)
                 self._jobs_changed()
             if on_event is not None:

@@ -51,7 +51,7 @@ class SaeSession:
 
     async def _open_now(self, path: str) -> dict:
         def on_event(event) -> None:
-            fraction = event.data.get("fraction")
+            fraction = event.data.fraction
             if event.kind == "progress" and fraction is not None:
                 for report in self._progress.get(path, []):
                     report(fraction)
