@@ -29,8 +29,8 @@ from engine import __version__
 from engine.errors import UserError
 from engine.handlers import CAPABILITIES, HANDLERS, INLINE, EngineState
 from engine.jobs import Cancelled, Job
-from engine.protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Auth, Error, Event, Hello, Reply,
-                             Request, decode, encode, parse_params)
+from engine.protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Auth, Cancelling, Error, Event, Hello, JobInfo,
+                             JobList, Reply, Request, decode, encode, parse_params)
 
 
 def log(message: str) -> None:
@@ -133,9 +133,8 @@ class Session:
             self.send(self.cancel(req.id, params.target))
         elif req.method == "jobs":
             with self.jobs_lock:
-                running = [{"id": j.request_id, "method": j.method, "started": j.started}
-                           for j in self.jobs.values()]
-            self.send(Reply(req.id, "ok", result={"jobs": running}))
+                running = [JobInfo(j.request_id, j.method, j.started) for j in self.jobs.values()]
+            self.send(Reply(req.id, "ok", result=JobList(jobs=running)))
         elif req.method in INLINE:
             self.send(self.execute(req, params, ctx))
         else:
@@ -152,14 +151,21 @@ class Session:
         if job is None:
             return Reply(request_id, "error", error=f"no running job with id {target!r}")
         job.cancel_flag.set()
-        return Reply(request_id, "ok", result={"cancelling": target})
+        return Reply(request_id, "ok", result=Cancelling(cancelling=target))
 
     def run_job(self, req: Request, params, ctx: Job) -> None:
+        reply = Reply(req.id, "error", error=f"internal error in {req.method}: the job's thread stopped")
         try:
-            self.send(self.execute(req, params, ctx))
+            reply = self.execute(req, params, ctx)
+        except BaseException as e:  # not an Exception (SystemExit, ...): still one reply, then re-raise
+            reply = Reply(req.id, "error", error=f"internal error in {req.method}: {type(e).__name__}: {e}")
+            raise
         finally:
+            # off the list before the reply goes out: a client that reads the reply and
+            # asks `jobs` at once must not see the job still running
             with self.jobs_lock:
                 self.jobs.pop(req.id, None)
+            self.send(reply)
 
     def execute(self, req: Request, params, ctx: Job) -> Reply:
         try:
@@ -170,6 +176,8 @@ class Session:
             return Reply(req.id, "error", error=str(e))
         except Exception as e:  # noqa: BLE001 - a bug must not kill the engine
             log(f"{req.method} failed:\n{traceback.format_exc()}")
+            # the message reaches the client as a log line too (the reply follows)
+            ctx.log(f"{req.method} failed: {type(e).__name__}: {e}")
             return Reply(req.id, "error", error=f"internal error in {req.method}: {type(e).__name__}: {e}")
 
 

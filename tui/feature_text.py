@@ -20,6 +20,8 @@ import math
 
 from rich.text import Text
 
+from engine.protocol import TreeNode
+
 from tui.text import visible_token
 
 AFTER_PEAK = 4  # tokens kept after the peak when an example is cut to width
@@ -108,45 +110,45 @@ def effect_bar(value: float, biggest: float, width: int = 6) -> str:
     return ("█" * full + (_BLOCKS[part - 1] if part else "")).ljust(width)
 
 
-def node_head(node: dict) -> str:
+def node_head(node: TreeNode) -> str:
     """What a tree node is, in a few words: `mlp_out #123`, `resid_mid error`, `logit '·the'`."""
-    n = node["node"]
-    kind = n["kind"]
+    n = node.node
+    kind = n.kind
     if kind == "feature":
-        return f"{n['site']} #{n['feature']}"
+        return f"{n.site} #{n.feature}"
     if kind == "error":
-        return f"{n['site']} error"
+        return f"{n.site} error"
     if kind == "logit":
-        token = visible_token(n["token"])
+        token = visible_token(n.token or "")
         return f"logit {token if len(token) <= 9 else token[:8] + '…'}"
     if kind == "ablation":
-        feats = ", ".join(f"#{f}" for f in n["features"])
-        return f"ablate {n['site']} {feats} ({n['mode']})"
-    return n.get("metric", kind)
+        feats = ", ".join(f"#{f}" for f in n.features or [])
+        return f"ablate {n.site} {feats} ({n.mode})"
+    return n.metric or kind
 
 
-def node_label(node: dict, biggest: float, ablated: bool = False, exact: float | None = None) -> Text:
+def node_label(node: TreeNode, biggest: float, ablated: bool = False, exact: float | None = None) -> Text:
     """One tree line: head, signed effect (≈ attributed, = exact), a size bar, the
     exact value when a check gave one, and the feature's short description."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if ablated:
         text.append("✗ ", style="bold red")
     head = node_head(node)
-    if node["node"]["kind"] == "ablation":
+    if node.node.kind == "ablation":
         text.append(head, style="bold")
         return text
-    if node["method"] == "value":
+    if node.method == "value":
         text.append(head, style="bold")
-        text.append(f"  = {node['effect']:.3f}")
+        text.append(f"  = {node.effect:.3f}")
         return text
-    effect = node["effect"]
+    effect = node.effect
     colour = "green" if effect > 0 else "red" if effect < 0 else "dim"
-    text.append(f"{head:<15}", style="bold" if node["node"]["kind"] != "error" else "italic")
+    text.append(f"{head:<15}", style="bold" if node.node.kind != "error" else "italic")
     text.append(f" {effect:+.3f}".replace("-", "−"), style=colour)
-    text.append(" =" if node["method"] == "exact" else " ≈", style="dim")
+    text.append(" =" if node.method == "exact" else " ≈", style="dim")
     text.append(" " + effect_bar(effect, biggest), style=colour)
     if exact is not None:
         text.append(f" ={exact:+.3f}".replace("-", "−"), style="dim " + colour)
-    if node.get("description"):
-        text.append("  " + node["description"])
+    if node.description:
+        text.append("  " + node.description)
     return text

@@ -94,7 +94,7 @@ class EngineLink:
         self._post(ModelChanged("loading", spec))
         try:
             info = await self._live_client().call("model.info")
-            if not (info.get("loaded") and info.get("spec") == spec):
+            if not (info.loaded and info.spec == spec):
                 info = await self.run("model.load", {"spec": spec})
         except EngineError as e:
             self.model_error = f"the model {spec!r} did not load: {e}"
@@ -102,8 +102,8 @@ class EngineLink:
             self._post(ModelChanged("failed", spec, detail=str(e)))
             return
         self.model = info
-        self.log(f"model {info.get('name')} loaded on {info.get('device')} ({info.get('dtype')})")
-        self._post(ModelChanged("loaded", spec, info.get("name", spec), info.get("device", "")))
+        self.log(f"model {info.name} loaded on {info.device} ({info.dtype})")
+        self._post(ModelChanged("loaded", spec, info.name or spec, info.device))
 
     def _on_log(self, source: str, line: str) -> None:
         self._post(LogLine(source, line))  # type: ignore[arg-type]

@@ -27,27 +27,29 @@ import collections
 import contextlib
 from typing import Awaitable, Callable, Iterable
 
+from engine.protocol import FeaturePage
+
 Key = tuple[str, int]
-Fetch = Callable[[str, int, bool], Awaitable[dict]]  # (path, feature, background) -> page
+Fetch = Callable[[str, int, bool], Awaitable[FeaturePage]]  # (path, feature, background) -> page
 
 
 class PageCache:
     def __init__(self, fetch: Fetch, capacity: int = 512):
         self._fetch, self.capacity = fetch, capacity
-        self._pages: collections.OrderedDict[Key, dict] = collections.OrderedDict()
+        self._pages: collections.OrderedDict[Key, FeaturePage] = collections.OrderedDict()
         self._inflight: dict[Key, asyncio.Future] = {}
         self._waiters: collections.Counter[Key] = collections.Counter()
         self._queue: collections.deque[Key] = collections.deque()
         self._runner: asyncio.Task | None = None
         self.fetched: list[Key] = []  # every page asked of the engine, in order
 
-    def cached(self, path: str, feature: int) -> dict | None:
+    def cached(self, path: str, feature: int) -> FeaturePage | None:
         page = self._pages.get((path, feature))
         if page is not None:
             self._pages.move_to_end((path, feature))
         return page
 
-    async def get(self, path: str, feature: int, background: bool = False) -> dict:
+    async def get(self, path: str, feature: int, background: bool = False) -> FeaturePage:
         """The page, from memory or the engine; raises what `fetch` raises. `background`
         is passed to `fetch` when this call starts the request (a prefetch)."""
         key = (path, feature)
@@ -68,7 +70,7 @@ class PageCache:
             if not self._waiters[key]:
                 del self._waiters[key]
 
-    async def _fetch_one(self, key: Key, background: bool) -> dict:
+    async def _fetch_one(self, key: Key, background: bool) -> FeaturePage:
         self.fetched.append(key)
         try:
             page = await self._fetch(*key, background)

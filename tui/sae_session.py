@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from engine.protocol import FeaturePage, SaeOpened
 from tui.link import EngineLink
 
 Progress = Callable[[float], None]
@@ -29,16 +30,16 @@ Progress = Callable[[float], None]
 class SaeSession:
     def __init__(self, link: EngineLink, index_tokens: int | None = None):
         self.link, self.index_tokens = link, index_tokens
-        self._open: dict[str, tuple[int | None, dict]] = {}
+        self._open: dict[str, tuple[int | None, SaeOpened]] = {}
         self._opening: dict[str, asyncio.Future] = {}
         self._progress: dict[str, list[Progress]] = {}
 
-    def info(self, path: str) -> dict | None:
+    def info(self, path: str) -> SaeOpened | None:
         """What `sae.open` said about `path`, if this engine has it open."""
         got = self._open.get(path)
         return got[1] if got and got[0] == self.link.engine_pid else None
 
-    async def open(self, path: str, on_progress: Progress | None = None) -> dict:
+    async def open(self, path: str, on_progress: Progress | None = None) -> SaeOpened:
         """Open (and index, if needed) the SAE folder; raises EngineError."""
         if (info := self.info(path)) is not None:
             return info
@@ -49,7 +50,7 @@ class SaeSession:
             future = self._opening[path] = asyncio.ensure_future(self._open_now(path))
         return await asyncio.shield(future)
 
-    async def _open_now(self, path: str) -> dict:
+    async def _open_now(self, path: str) -> SaeOpened:
         def on_event(event) -> None:
             fraction = event.data.fraction
             if event.kind == "progress" and fraction is not None:
@@ -64,7 +65,7 @@ class SaeSession:
         self._open[path] = (self.link.engine_pid, info)
         return info
 
-    async def page(self, path: str, feature: int, background: bool = False) -> dict:
+    async def page(self, path: str, feature: int, background: bool = False) -> FeaturePage:
         """A feature page (the `fetch` of the Inspector's page cache). A `background`
         one (a prefetch) is not a job the user started: it stays out of the job list."""
         await self.open(path)

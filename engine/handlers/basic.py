@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from engine import __version__
 from engine.errors import UserError
 from engine.handlers.state import EngineState
 from engine.jobs import Job
-from engine.protocol import PROTOCOL_VERSION
+from engine.protocol import PROTOCOL_VERSION, ModelInfo, Pong, Prediction, Slept
 
 
-def ping(state: EngineState, params, ctx: Job) -> dict:
-    return {"pong": True, "time": time.time(), "protocol": PROTOCOL_VERSION, "version": __version__}
+def ping(state: EngineState, params, ctx: Job) -> Pong:
+    return Pong(pong=True, time=time.time(), protocol=PROTOCOL_VERSION, version=__version__)
 
 
-def model_info(state: EngineState, params, ctx: Job) -> dict:
+def model_info(state: EngineState, params, ctx: Job) -> ModelInfo:
     if state.model is None:
-        return {"loaded": False}
-    info = state.model.info()
-    info.pop("hooks")
-    return {"loaded": True, **info, "hooks": sorted(state.model.model.hook_dict)}
+        return ModelInfo(loaded=False)
+    return msgspec.convert({"loaded": True, **state.model.info()}, ModelInfo)
 
 
-def model_load(state: EngineState, params, ctx: Job) -> dict:
+def model_load(state: EngineState, params, ctx: Job) -> ModelInfo:
     from engine.models import load_model
 
     ctx.emit("progress", {"message": f"loading {params.spec}", "fraction": 0.0})
@@ -36,13 +36,13 @@ def model_load(state: EngineState, params, ctx: Job) -> dict:
     return model_info(state, params, ctx)
 
 
-def predict(state: EngineState, params, ctx: Job) -> dict:
+def predict(state: EngineState, params, ctx: Job) -> Prediction:
     from engine.predict import predict as run_predict
 
-    return run_predict(state.require_model(), params.text, params.top)
+    return msgspec.convert(run_predict(state.require_model(), params.text, params.top), Prediction)
 
 
-def sleep(state: EngineState, params, ctx: Job) -> dict:
+def sleep(state: EngineState, params, ctx: Job) -> Slept:
     if not (0 <= params.seconds <= 3600 and 1 <= params.steps <= 100_000):
         raise UserError("sleep takes 0 <= seconds <= 3600 and 1 <= steps <= 100000")
     for step in range(params.steps):
@@ -50,4 +50,4 @@ def sleep(state: EngineState, params, ctx: Job) -> dict:
         ctx.check()
         ctx.emit("progress", {"step": step + 1, "total": params.steps,
                               "fraction": (step + 1) / params.steps})
-    return {"slept": params.seconds, "steps": params.steps}
+    return Slept(slept=params.seconds, steps=params.steps)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from engine.errors import UserError
 from engine.handlers.state import EngineState
 from engine.jobs import Job
+from engine.protocol import FeaturePage, LiveActs, SaeOpened, SearchResults
 
 
 def _view(state: EngineState, path: str):
@@ -14,7 +17,7 @@ def _view(state: EngineState, path: str):
     return view
 
 
-def sae_open(state: EngineState, params, ctx: Job) -> dict:
+def sae_open(state: EngineState, params, ctx: Job) -> SaeOpened:
     from engine.corpus import corpus_for
     from engine.inspect import SaeView
 
@@ -22,22 +25,24 @@ def sae_open(state: EngineState, params, ctx: Job) -> dict:
     view = SaeView(lm, params.path, corpus=corpus_for(params.corpus, lm), index_tokens=params.tokens,
                    context=params.context)
     if params.build_index:
-        view.ensure_index(progress=lambda f: ctx.emit("progress", {"message": "indexing", "fraction": f}),
-                          check=ctx.check)
+        view.ensure_index(job=ctx)
     state.views[params.path] = view
     idx = view.index
-    return {"path": params.path, "hook": view.hook, "d_sae": view.d_sae, "architecture": view.sae.cfg.architecture(),
-            "indexed": idx is not None, "index_tokens": idx.meta["tokens"] if idx else 0,
-            "alive": int((idx.fire_count > 0).sum()) if idx else None}
+    dead = view.dead_figure()  # the saved evaluation's; measuring it is `saescope eval`'s work
+    return SaeOpened(path=params.path, hook=view.hook, d_sae=view.d_sae, architecture=view.sae.cfg.architecture(),
+                     indexed=idx is not None, index_tokens=idx.meta["tokens"] if idx else 0,
+                     alive=int((idx.fire_count > 0).sum()) if idx else None,
+                     dead_fraction=(dead or {}).get("dead_fraction"), dead_tokens=(dead or {}).get("dead_tokens"))
 
 
-def feature_page(state: EngineState, params, ctx: Job) -> dict:
-    return _view(state, params.path).feature_page(params.feature, top=params.top)
+def feature_page(state: EngineState, params, ctx: Job) -> FeaturePage:
+    return msgspec.convert(_view(state, params.path).feature_page(params.feature, top=params.top), FeaturePage)
 
 
-def feature_live(state: EngineState, params, ctx: Job) -> dict:
-    return _view(state, params.path).live(params.text)
+def feature_live(state: EngineState, params, ctx: Job) -> LiveActs:
+    return msgspec.convert(_view(state, params.path).live(params.text), LiveActs)
 
 
-def feature_search(state: EngineState, params, ctx: Job) -> dict:
-    return {"results": _view(state, params.path).search(params.kind, params.query, params.n)}
+def feature_search(state: EngineState, params, ctx: Job) -> SearchResults:
+    return msgspec.convert({"results": _view(state, params.path).search(params.kind, params.query, params.n)},
+                           SearchResults)

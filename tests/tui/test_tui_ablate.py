@@ -28,7 +28,7 @@ async def move_to(pilot, tree, target) -> None:
 
 
 def first_feature(tree_node):
-    return next(c for c in tree_node.children if c.data.node["node"]["kind"] == "feature")
+    return next(c for c in tree_node.children if c.data.node.node.kind == "feature")
 
 
 def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_until, sae_engine, monkeypatch,
@@ -51,39 +51,39 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
             await wait_until(pilot, lambda: pane.state is not None, 60, "the tree")
             s, tree = pane.state, pane.tree
             assert app.focused is tree
-            tokens = s.opened["tokens"]
-            assert tokens[0] == "def" and s.opened["position"] == len(tokens) - 1
+            tokens = s.opened.tokens
+            assert tokens[0] == "def" and s.opened.position == len(tokens) - 1
             chips = pane.query_one(TokenCursor)
             assert chips.tokens == tokens and chips.index == len(tokens) - 1
             assert str(tree.root.label).startswith("predicts ")
-            children = s.up["children"]
+            children = s.up.children
             assert len(children) == 8 and len(tree.root.children) == 8
-            effects = [abs(c["effect"]) for c in children]
+            effects = [abs(c.effect) for c in children]
             assert effects == sorted(effects, reverse=True)
             assert all(" ≈ " in line for line in labels(tree.root))
-            sign = "+" if children[0]["effect"] > 0 else "−"
-            assert f"{sign}{abs(children[0]['effect']):.3f}" in labels(tree.root)[0]
+            sign = "+" if children[0].effect > 0 else "−"
+            assert f"{sign}{abs(children[0].effect):.3f}" in labels(tree.root)[0]
 
             # Level 1: a downstream feature's own drivers, computed when it is expanded.
             child = first_feature(tree.root)
             await move_to(pilot, tree, child)
             await pilot.press("enter")
-            await wait_until(pilot, lambda: child.data.node["children"] is not None and child.children
+            await wait_until(pilot, lambda: child.data.node.children is not None and child.children
                              and child.children[0].data is not None, 30, "the first expansion")
-            assert all(c.data.node["node"]["site"] == "resid_mid" for c in child.children)
+            assert all(c.data.node.node.site == "resid_mid" for c in child.children)
             # Level 2: an upstream feature (the first site: nothing feeds it).
             grandchild = first_feature(child)
             await move_to(pilot, tree, grandchild)
             await pilot.press("enter")
-            await wait_until(pilot, lambda: grandchild.data.node["children"] is not None, 30, "the second expansion")
-            assert grandchild.data.node["children"] == [] and not grandchild.allow_expand
+            await wait_until(pilot, lambda: grandchild.data.node.children is not None, 30, "the second expansion")
+            assert grandchild.data.node.children == [] and not grandchild.allow_expand
 
             # Ablate it: the down tree shows what it drives.
-            f = grandchild.data.node["node"]["feature"]
+            f = grandchild.data.node.node.feature
             await pilot.press("a")
             await wait_until(pilot, lambda: pane.direction == "down", 30, "the down tree")
             assert str(tree.root.label) == f"ablate resid_mid #{f} (zero)"
-            down_kinds = {c.data.node["node"]["kind"] for c in tree.root.children}
+            down_kinds = {c.data.node.node.kind for c in tree.root.children}
             assert "logit" in down_kinds and down_kinds <= {"feature", "logit"}
             assert all(" = " in line for line in labels(tree.root))
             # A down node expands with what ablating it alone drives.
@@ -91,11 +91,11 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
             if down_child is not None:
                 await move_to(pilot, tree, down_child)
                 await pilot.press("enter")
-                await wait_until(pilot, lambda: down_child.data.node["children"] is not None, 30, "a down expansion")
+                await wait_until(pilot, lambda: down_child.data.node.children is not None, 30, "a down expansion")
             # Back up: the ablated feature is marked and the cursor is where it was.
             await pilot.press("d")
             assert pane.direction == "up"
-            await wait_until(pilot, lambda: tree.cursor_node.data.node["node"].get("feature") == f, 5, "the cursor")
+            await wait_until(pilot, lambda: tree.cursor_node.data.node.node.feature == f, 5, "the cursor")
             assert str(tree.cursor_node.label).startswith("✗ ")
 
             # Check the root's attributions against exact ablation.
@@ -103,50 +103,50 @@ def test_ablation_tree_expand_ablate_check_inspect(make_app, model_loaded, wait_
             await pilot.press("c")
             await wait_until(pilot, lambda: () in s.checks, 60, "the check")
             check = s.checks[()]
-            assert check["n"] >= 8 and -1 <= check["spearman"] <= 1
-            assert f"✓ n={check['n']} r={check['pearson']:.3f}" in str(tree.root.label)
-            pairs = {p["feature"]: p for p in check["pairs"]}
+            assert check.n >= 8 and -1 <= check.spearman <= 1
+            assert f"✓ n={check.n} r={check.pearson:.3f}" in str(tree.root.label)
+            pairs = {p.feature: p for p in check.pairs}
             for node, line in zip(tree.root.children, labels(tree.root)):
                 n = node.data.node
-                if n["node"]["kind"] == "feature":  # the exact value beside the attributed one
-                    exact = pairs[n["node"]["feature"]]["exact"]
+                if n.node.kind == "feature":  # the exact value beside the attributed one
+                    exact = pairs[n.node.feature].exact
                     assert f"={'+' if exact >= 0 else '−'}{abs(exact):.3f}" in line
-                    assert abs(pairs[n["node"]["feature"]]["attribution"] - n["effect"]) < 1e-4
+                    assert abs(pairs[n.node.feature].attribution - n.effect) < 1e-4
 
             # Mean ablation: the tree and the ablation are computed again in that mode.
             await pilot.press("z")
             await wait_until(pilot, lambda: pane.state.mode == "mean" and pane.state.down is not None, 90,
                              "the mean-ablation tree")
             s = pane.state
-            assert s.down["node"]["mode"] == "mean" and pane.direction == "down"
+            assert s.down.node.mode == "mean" and pane.direction == "down"
             assert str(tree.root.label) == f"ablate resid_mid #{f} (mean)"
             await pilot.press("d")
 
             # Exact effects: the tree is recomputed, the open node opened again.
-            key = child.data.node["node"]["feature"]
+            key = child.data.node.node.feature
             await pilot.press("x")
             await wait_until(pilot, lambda: pane.state is not s, 90, "the exact tree")
             s = pane.state
-            assert s.method == "exact" and all(c["method"] == "exact" for c in s.up["children"])
+            assert s.method == "exact" and all(c.method == "exact" for c in s.up.children)
             assert all(" = " in line for line in labels(tree.root))
-            reopened = [c for c in s.up["children"] if c["node"].get("feature") == key]
-            assert not reopened or reopened[0]["children"] is not None
+            reopened = [c for c in s.up.children if c.node.feature == key]
+            assert not reopened or reopened[0].children is not None
             assert s.ablated == (0, (f,)) and s.mode == "mean"  # the ablation survives a method change
 
             # Export, then open a feature in the Inspector.
             await pilot.press("e")
             data = json.loads(pane.last_export.read_text())
             assert pane.last_export.parent == tmp_path and data["method"] == "exact"
-            assert data["up"]["children"][0]["effect"] == s.up["children"][0]["effect"]
+            assert data["up"]["children"][0]["effect"] == s.up.children[0].effect
             node = first_feature(tree.root)
             await move_to(pilot, tree, node)
             await pilot.press("o")
             inspector = app.query_one(InspectorPane)
-            feature = node.data.node["node"]["feature"]
+            feature = node.data.node.node.feature
             await wait_until(pilot, lambda: inspector.current == (sae_engine.down, feature), 5, "the Inspector")
             assert app.query_one(TabbedContent).active == "inspector"
             await wait_until(pilot, lambda: inspector.page_view.page is not None
-                             and inspector.page_view.page["feature"] == feature, 30, "the feature's page")
+                             and inspector.page_view.page.feature == feature, 30, "the feature's page")
 
     asyncio.run(main())
 
@@ -165,7 +165,7 @@ def test_ablation_80x24(snap_compare, make_app, model_loaded, wait_until, sae_en
         child = first_feature(pane.tree.root)
         await move_to(pilot, pane.tree, child)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: child.data.node["children"] is not None and not app.jobs, 30, "an expansion")
+        await wait_until(pilot, lambda: child.data.node.children is not None and not app.jobs, 30, "an expansion")
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)

@@ -35,13 +35,13 @@ def test_connects_loads_the_model_and_predicts(make_app, model_loaded, wait_unti
             assert app.focused is app.query_one(PromptInput)
             await pilot.press(*"def f(", "enter")
             await wait_until(pilot, lambda: pane.result is not None, 30, "a prediction")
-            tokens = pane.result["tokens"]
-            assert tokens[-1] == "(" and len(pane.result["top"]) == 10
+            tokens = pane.result.tokens
+            assert tokens[-1] == "(" and len(pane.result.top) == 10
             chips = str(app.query_one(TokenChips).render())
             assert "def" in chips and "·f" in chips  # the space before f is shown
             table = app.query_one(TopTokensTable)
             assert table.row_count == 10
-            probs = [row["prob"] for row in pane.result["top"]]
+            probs = [row.prob for row in pane.result.top]
             assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
             first_row = table.get_row_at(0)
             assert str(first_row[3]) == f"{probs[0]:.2%}"
@@ -57,9 +57,9 @@ def test_connects_loads_the_model_and_predicts(make_app, model_loaded, wait_unti
             assert table.cursor_row == 0
 
             # Enter on a token appends it to the prompt and predicts again.
-            top = pane.result["top"][0]["token"]
+            top = pane.result.top[0].token
             await pilot.press("enter")
-            await wait_until(pilot, lambda: len(pane.result["tokens"]) > len(tokens), 30, "the next prediction")
+            await wait_until(pilot, lambda: len(pane.result.tokens) > len(tokens), 30, "the next prediction")
             assert app.query_one(PromptInput).value == "def f(" + top
 
             await pilot.press("slash")
@@ -125,7 +125,7 @@ def test_engine_death_keeps_state_and_restart_reconnects(make_app, model_loaded,
             assert not banner.display and "● connected" in status_text(app)
             await pilot.press("enter")
             await wait_until(pilot, lambda: pane.result is not before, 30, "a new prediction")
-            assert pane.result["top"] == before["top"]  # same model, same prompt, same answer
+            assert pane.result.top == before.top  # same model, same prompt, same answer
 
     asyncio.run(main())
 
@@ -168,6 +168,6 @@ def test_attaches_to_a_listening_engine(make_app, model_loaded, wait_until, tcp_
             pane = app.query_one(PredictPane)
             await pilot.press(*"Emma", "enter")
             await wait_until(pilot, lambda: pane.result is not None, 30, "a prediction")
-            assert pane.result["tokens"][-1] == "Emma"
+            assert pane.result.tokens[-1] == "Emma"
 
     asyncio.run(main())

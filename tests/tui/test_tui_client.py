@@ -21,12 +21,12 @@ def test_requests_replies_events_and_error_replies():
         hello = await client.start()
         try:
             assert hello.protocol == PROTOCOL_VERSION and hello.pid > 0 and "predict" in hello.capabilities
-            assert (await client.call("ping"))["pong"] is True
+            assert (await client.call("ping")).pong is True
 
             events = []
             reply = await client.request("sleep", {"seconds": 0.2, "steps": 4}, on_event=events.append)
             assert reply.status == "ok" and reply.result == {"slept": 0.2, "steps": 4}
-            assert [e.data["step"] for e in events] == [1, 2, 3, 4]
+            assert [e.data.step for e in events] == [1, 2, 3, 4]
             assert {e.id for e in events} == {reply.id} and isinstance(reply.id, str)
 
             unknown = await client.request("no.such.method")
@@ -35,7 +35,7 @@ def test_requests_replies_events_and_error_replies():
                 await client.call("predict", {"text": "def f("})
             with pytest.raises(EngineError, match="bad params for sleep"):
                 await client.call("sleep", {"seconds": "soon"})
-            assert (await client.call("ping"))["pong"] is True  # errors leave the session usable
+            assert (await client.call("ping")).pong is True  # errors leave the session usable
         finally:
             await client.close()
         assert client.process.returncode == 0  # closing stdin lets the engine exit cleanly
@@ -63,13 +63,13 @@ def test_cancelling_a_job_and_abandoning_a_request():
             # A caller that gives up (its task is cancelled) stops the engine's job too.
             task = asyncio.create_task(client.request("sleep", {"seconds": 30, "steps": 300}))
             await asyncio.sleep(0.3)
-            assert len((await client.call("jobs"))["jobs"]) == 1
+            assert len((await client.call("jobs")).jobs) == 1
             task.cancel()
             for _ in range(100):
-                if not (await client.call("jobs"))["jobs"]:
+                if not (await client.call("jobs")).jobs:
                     break
                 await asyncio.sleep(0.05)
-            assert (await client.call("jobs"))["jobs"] == []
+            assert (await client.call("jobs")).jobs == []
         finally:
             await client.close()
 
@@ -96,7 +96,7 @@ def test_engine_killed_mid_request_fails_pending_requests_and_restart_recovers()
 
             again = await client.restart()
             assert again.pid != hello.pid and client.connected
-            assert (await client.call("ping"))["pong"] is True
+            assert (await client.call("ping")).pong is True
         finally:
             await client.close()
         assert reasons == ["killed by SIGKILL"]  # a close is not reported as a death
@@ -109,7 +109,7 @@ def test_tcp_with_token(tcp_engine):
         client = EngineClient(EngineTarget.tcp(tcp_engine, token="s3cret"))
         hello = await client.start()
         assert hello.auth == "token"
-        assert (await client.call("ping"))["pong"] is True
+        assert (await client.call("ping")).pong is True
         await client.close()
 
         with pytest.raises(EngineError, match="wrong token"):

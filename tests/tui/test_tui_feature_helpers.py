@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
+from engine.protocol import NodeLabel, TreeNode
+
 from tui.feature_text import context_token, effect_bar, node_label, shade
 from tui.page_cache import PageCache
 from tui.tree_state import find_chain, node_key, open_chains
@@ -64,26 +68,29 @@ def test_context_token():
 
 
 def test_labels_show_sign_method_and_exact_value():
-    node = {"node": {"kind": "feature", "site": "mlp_out", "site_index": 1, "feature": 7}, "effect": -0.5,
-            "method": "attribution", "description": "' self'", "children": None}
+    node = TreeNode(NodeLabel("feature", site="mlp_out", site_index=1, feature=7), effect=-0.5,
+                    method="attribution", description="' self'")
     text = node_label(node, biggest=1.0, ablated=True, exact=-0.25).plain
     assert text.startswith("✗ mlp_out #7") and "−0.500 ≈" in text and "=−0.250" in text and text.endswith("' self'")
-    exact = node_label({**node, "method": "exact", "effect": 0.5}, biggest=0.5).plain
+    exact = node_label(msgspec.structs.replace(node, method="exact", effect=0.5), biggest=0.5).plain
     assert "+0.500 =" in exact and "██████" in exact
     assert effect_bar(0.25, 1.0, 4) == "█   " and effect_bar(1.0, 0.0, 3) == "   "
 
 
 def test_open_nodes_are_found_again_by_what_they_are():
     def feature(f, children=None):
-        return {"node": {"kind": "feature", "site_index": 1, "feature": f}, "effect": 0.0, "children": children}
+        return TreeNode(NodeLabel("feature", site_index=1, feature=f), effect=0.0, method="exact", children=children)
 
-    old = {"node": {"kind": "metric"}, "children": [feature(1), feature(2, [feature(5, [])]), feature(3)]}
+    def metric(children):
+        return TreeNode(NodeLabel("metric"), effect=0.0, method="value", children=children)
+
+    old = metric([feature(1), feature(2, [feature(5, [])]), feature(3)])
     chains = open_chains(old)
     assert chains == [(node_key(feature(2)),), (node_key(feature(2)), node_key(feature(5)))]
-    new = {"node": {"kind": "metric"}, "children": [feature(2, [feature(9), feature(5)]), feature(1)]}
+    new = metric([feature(2, [feature(9), feature(5)]), feature(1)])
     path, node = find_chain(new, chains[1])
-    assert path == [0, 1] and node["node"]["feature"] == 5
-    assert find_chain({"node": {"kind": "metric"}, "children": [feature(1)]}, chains[0]) is None
+    assert path == [0, 1] and node.node.feature == 5
+    assert find_chain(metric([feature(1)]), chains[0]) is None
 
 
 def test_page_cache_cancels_a_fetch_nobody_waits_for():

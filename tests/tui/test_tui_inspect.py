@@ -43,20 +43,20 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             screen = app.screen
             assert isinstance(screen, FeatureSearchScreen) and screen.kind == "densest"
             await wait_until(pilot, lambda: screen.results is not None, 30, "the densest features")
-            densities = [r["density"] for r in screen.results]
+            densities = [r.density for r in screen.results]
             assert len(densities) == 20 and densities == sorted(densities, reverse=True)
-            f = screen.results[0]["feature"]
+            f = screen.results[0].feature
             await pilot.press("enter")
-            await wait_until(pilot, lambda: pane.page_view.page is not None and pane.page_view.page["feature"] == f,
+            await wait_until(pilot, lambda: pane.page_view.page is not None and pane.page_view.page.feature == f,
                              30, "the densest feature's page")
             assert app.query_one(TabbedContent).active == "inspector"
             page = pane.page_view.page
-            assert head(pane).startswith(f"#{f} of {page['d_sae']}") and f"density {densities[0]:.3%}" in head(pane)
+            assert head(pane).startswith(f"#{f} of {page.d_sae}") and f"density {densities[0]:.3%}" in head(pane)
             examples = pane.query_one("#page-examples", ExampleList)
             assert len(examples.examples) == 10
             lines = str(examples.render()).splitlines()
             assert len(lines) == 11 and all(len(line) <= 78 for line in lines)
-            assert f"{page['examples'][0]['max']:.2f}" in lines[1]
+            assert f"{page.examples[0].max:.2f}" in lines[1]
             assert "activation (log scale)" in str(pane.query_one("#page-hist").render())
             screen_text = app.export_screenshot()
             assert "boosts" in screen_text and "suppresses" in screen_text
@@ -67,12 +67,12 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             asked = len(pane.pages.fetched)
             # ...so stepping shows the next page at once, without asking the engine.
             await pilot.press("right")
-            assert pane.current == (path, f + 1) and pane.page_view.page["feature"] == f + 1
+            assert pane.current == (path, f + 1) and pane.page_view.page.feature == f + 1
             assert pane.pages.fetched.count((path, f + 1)) == 1 and len(pane.pages.fetched) >= asked
-            neighbour = pane.page_view.page["neighbours"][0]["feature"]
+            neighbour = pane.page_view.page.neighbours[0].feature
             await wait_until(pilot, lambda: pane.pages.cached(path, neighbour) is not None, 30, "the neighbour")
             await pilot.press("1")
-            assert pane.page_view.page["feature"] == neighbour
+            assert pane.page_view.page.feature == neighbour
             await pilot.press("b", "b")
             assert pane.current == (path, f)
 
@@ -80,7 +80,7 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             await pilot.press("g")
             assert app.focused is pane.number_input
             await pilot.press("ctrl+u", *"7", "enter")
-            await wait_until(pilot, lambda: pane.page_view.page["feature"] == 7, 30, "feature 7")
+            await wait_until(pilot, lambda: pane.page_view.page.feature == 7, 30, "feature 7")
 
             # Live activations: type text, see the strongest features, open one.
             await pilot.press("v")
@@ -88,21 +88,21 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             assert app.focused is live.text_input
             await pilot.press(*"def f(x):")
             await wait_until(pilot, lambda: live.result is not None, 30, "live activations")
-            assert live.result["tokens"] == ["def", " f", "(", "x", "):"]
-            assert pane.query_one(TokenCursor).tokens == live.result["tokens"]
-            strongest = live.result["strongest"]
-            assert strongest and [s["max"] for s in strongest] == sorted((s["max"] for s in strongest), reverse=True)
+            assert live.result.tokens == ["def", " f", "(", "x", "):"]
+            assert pane.query_one(TokenCursor).tokens == live.result.tokens
+            strongest = live.result.strongest
+            assert strongest and [s.max for s in strongest] == sorted((s.max for s in strongest), reverse=True)
             assert pane.query_one("#live-at", OptionList).option_count >= 1
             await pilot.press("enter")  # to the strongest list
             assert app.focused is pane.query_one("#live-strongest", OptionList)
             await pilot.press("enter")
-            top = strongest[0]["feature"]
+            top = strongest[0].feature
             assert not pane.live_shown and pane.current == (path, top)
-            await wait_until(pilot, lambda: pane.page_view.page["feature"] == top, 30, "the live feature's page")
+            await wait_until(pilot, lambda: pane.page_view.page.feature == top, 30, "the live feature's page")
 
             # "Go to feature N" from the palette.
             await palette(pilot, "12")
-            await wait_until(pilot, lambda: pane.page_view.page["feature"] == 12, 30, "feature 12")
+            await wait_until(pilot, lambda: pane.page_view.page.feature == 12, 30, "feature 12")
 
     asyncio.run(main())
 
@@ -116,7 +116,7 @@ def test_inspector_80x24(snap_compare, make_app, model_loaded, wait_until, sae_e
         pane = app.query_one(InspectorPane)
         pane.number_input.value = "3"  # the first page shown
         app.action_show_pane("inspector")
-        await wait_until(pilot, lambda: pane.page_view.page is not None and pane.page_view.page["feature"] == 3
+        await wait_until(pilot, lambda: pane.page_view.page is not None and pane.page_view.page.feature == 3
                          and not app.jobs, 60, "feature 3, quiet")
         await pilot.pause(0.2)
 

@@ -23,23 +23,24 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static, Tab, Tabs
 from textual.widgets.option_list import Option
 
+from engine.protocol import SearchHit
 from tui.client import EngineError
 
 KINDS = {"text": "fires on text", "token": "boosts token", "densest": "densest", "dead": "dead"}
 PLACEHOLDERS = {"text": "Text; Enter finds the features that fire most on it",
                 "token": "One token, e.g. ' self'; Enter finds the features whose logit effect boosts it"}
 
-Search = Callable[[str, str], Awaitable[list[dict]]]
+Search = Callable[[str, str], Awaitable[list[SearchHit]]]
 
 
-def result_text(kind: str, r: dict) -> Text:
-    text = Text.assemble((f"#{r['feature']:<6}", "bold"))
-    if "max" in r:
-        text.append(f" max {r['max']:.2f}")
-    if "value" in r:
-        text.append(f" logit effect {r['value']:+.3f}")
-    if "density" in r and kind != "dead":
-        text.append(f" density {r['density']:.2%}")
+def result_text(kind: str, r: SearchHit) -> Text:
+    text = Text.assemble((f"#{r.feature:<6}", "bold"))
+    if r.max is not None:
+        text.append(f" max {r.max:.2f}")
+    if r.value is not None:
+        text.append(f" logit effect {r.value:+.3f}")
+    if r.density is not None and kind != "dead":
+        text.append(f" density {r.density:.2%}")
     return text
 
 
@@ -64,7 +65,7 @@ class FeatureSearchScreen(ModalScreen[int | None]):
     class Found(Message):
         kind: str
         query: str
-        results: list[dict]
+        results: list[SearchHit]
 
     @dataclass
     class Failed(Message):
@@ -73,7 +74,7 @@ class FeatureSearchScreen(ModalScreen[int | None]):
     def __init__(self, search: Search, kind: str = "text", sae_name: str = "") -> None:
         super().__init__()
         self.search, self.kind, self.sae_name = search, kind, sae_name
-        self.results: list[dict] | None = None
+        self.results: list[SearchHit] | None = None
 
     def compose(self) -> ComposeResult:
         box = Vertical()
@@ -134,7 +135,7 @@ class FeatureSearchScreen(ModalScreen[int | None]):
         options = self.query_one(OptionList)
         options.clear_options()
         for r in message.results:
-            options.add_option(Option(result_text(message.kind, r), id=str(r["feature"])))
+            options.add_option(Option(result_text(message.kind, r), id=str(r.feature)))
         self._info(f"{len(message.results)} features · Enter opens one" if message.results else "no features found")
         if message.results:
             options.highlighted = 0

@@ -11,7 +11,7 @@ node's attributions against exact ablation, `o` opens the feature in the
 Inspector, `e` exports the tree as JSON.
 
 Notes
-- The pane keeps the engine's node dicts (`up`, `down`) and fills in `children`
+- The pane keeps the engine's nodes (`up`, `down`) and fills in `children`
   as replies arrive, so the export is exactly what was shown.
 - A method or mode change recomputes: the root's children again, then every node
   that was open, found again by what it is (site, feature), not its index.
@@ -40,6 +40,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Static, Tabs
 
+from engine.protocol import TreeNode as Node
 from tui.client import EngineError
 from tui.link import EngineLink
 from tui.navigation import OpenFeature
@@ -90,7 +91,7 @@ class AblationPane(Vertical):
 
     @dataclass
     class Changed(Message):
-        """The current tree's dicts changed (generation `generation`); redraw it."""
+        """The current tree's nodes changed (generation `generation`); redraw it."""
 
         generation: int
         note: str = ""
@@ -154,10 +155,10 @@ class AblationPane(Vertical):
     def sae_paths(self) -> list[str]:
         return [self.query_one("#ablate-up", SaeField).path, self.query_one("#ablate-down", SaeField).path]
 
-    def _is_ablated(self, node: dict) -> bool:
+    def _is_ablated(self, node: Node) -> bool:
         s = self.state
-        n = node["node"]
-        return bool(s and s.ablated and s.ablated[0] == n.get("site_index") and n.get("feature") in s.ablated[1])
+        n = node.node
+        return bool(s and s.ablated and s.ablated[0] == n.site_index and n.feature in s.ablated[1])
 
     # ---- opening ----------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -203,9 +204,9 @@ class AblationPane(Vertical):
             return
         old, s = self.state, message.state
         self.state = s
-        self.query_one(TokenCursor).show(s.opened["tokens"], s.opened["position"])
+        self.query_one(TokenCursor).show(s.opened.tokens, s.opened.position)
         same = (old is not None and old.prompt == s.prompt and old.paths == s.paths
-                and old.opened["position"] == s.opened["position"])
+                and old.opened.position == s.opened.position)
         if same and old.ablated and old.mode == s.mode:
             s.ablated, s.down = old.ablated, old.down  # a method change leaves the (exact) down tree as it was
         elif same and old.ablated:
@@ -249,18 +250,18 @@ class AblationPane(Vertical):
         node = ref.node
         try:
             if down:
-                n = node["node"]
-                if n["kind"] != "feature":
-                    node["children"] = []
+                n = node.node
+                if n.kind != "feature":
+                    node.children = []
                 else:
-                    result = await self.link.run("tree.ablate", {"tree": s.name, "site": n["site_index"],
-                                                                 "features": [n["feature"]], "mode": s.mode},
+                    result = await self.link.run("tree.ablate", {"tree": s.name, "site": n.site_index,
+                                                                 "features": [n.feature], "mode": s.mode},
                                                  needs_model=True)
-                    node["children"] = result["root"]["children"]
+                    node.children = result.root.children
             else:
                 result = await self.link.run("tree.expand", {"tree": s.name, "path": list(ref.path),
                                                              "method": s.method}, needs_model=True)
-                node["children"] = result["children"]
+                node.children = result.children
         except EngineError as e:
             self.post_message(self.Failed(s.generation, str(e)))
             return
@@ -276,16 +277,16 @@ class AblationPane(Vertical):
         """Open again the nodes that were open (found by what they are), with the state's method."""
         for chain in keep:
             found = find_chain(s.up, chain)
-            if found is not None and found[1]["children"] is None:
+            if found is not None and found[1].children is None:
                 path, node = found
                 result = await self.link.run("tree.expand", {"tree": s.name, "path": path, "method": s.method},
                                              needs_model=True)
-                node["children"] = result["children"]
+                node.children = result.children
 
     # ---- actions ------------------------------------------------------------------------
-    def _selected_feature(self) -> dict | None:
+    def _selected_feature(self) -> Node | None:
         ref = self.tree.selected
-        if ref is None or ref.node["node"]["kind"] != "feature":
+        if ref is None or ref.node.node.kind != "feature":
             self.app.notify("Select a feature node first.", severity="warning", timeout=3)
             return None
         return ref.node
@@ -293,8 +294,8 @@ class AblationPane(Vertical):
     def action_ablate(self) -> None:
         if self.state is None or self._lost() or (node := self._selected_feature()) is None:
             return
-        n = node["node"]
-        site, feature = n["site_index"], n["feature"]
+        n = node.node
+        site, feature = n.site_index, n.feature
         s = self.state
         current = set(s.ablated[1]) if s.ablated and s.ablated[0] == site else set()
         features = tuple(sorted(current ^ {feature}))
@@ -320,7 +321,7 @@ class AblationPane(Vertical):
             self.post_message(self.Failed(s.generation, str(e)))
             return
         if s.ablated == (site, features):
-            s.down = result["root"]
+            s.down = result.root
             self.direction = "down"
             self._cursor.pop("down", None)
             self.post_message(self.Changed(s.generation))
@@ -354,26 +355,26 @@ class AblationPane(Vertical):
             self._info(self._settings())
             return
         keep = open_chains(self.state.up) + list(also_open)
-        self.open_tree(self.state.opened["position"], keep)
+        self.open_tree(self.state.opened.position, keep)
 
     def action_position(self, step: int) -> None:
         if self.state is None:
             return
-        tokens = self.state.opened["tokens"]
-        position = max(0, min(len(tokens) - 1, self.state.opened["position"] + step))
-        if position != self.state.opened["position"]:
+        tokens = self.state.opened.tokens
+        position = max(0, min(len(tokens) - 1, self.state.opened.position + step))
+        if position != self.state.opened.position:
             self.query_one(TokenCursor).show(tokens, position)
             self.open_tree(position)
 
     def on_token_cursor_chosen(self, message: TokenCursor.Chosen) -> None:
         message.stop()
-        if self.state is not None and message.index != self.state.opened["position"]:
+        if self.state is not None and message.index != self.state.opened.position:
             self.open_tree(message.index)
 
     def on_token_cursor_moved(self, message: TokenCursor.Moved) -> None:
         message.stop()
-        if self.state is not None and message.index != self.state.opened["position"]:
-            token = visible_token(self.state.opened["tokens"][message.index])
+        if self.state is not None and message.index != self.state.opened.position:
+            token = visible_token(self.state.opened.tokens[message.index])
             self._info(f"position {message.index} ({token}): Enter rebuilds the tree there")
 
     def action_check(self) -> None:
@@ -394,15 +395,15 @@ class AblationPane(Vertical):
             self.post_message(self.Failed(s.generation, str(e)))
             return
         s.checks[ref.path] = result
-        note = (f"{result['n']} candidates: Pearson {result['pearson']:.3f}, Spearman {result['spearman']:.3f} "
+        note = (f"{result.n} candidates: Pearson {result.pearson:.3f}, Spearman {result.spearman:.3f} "
                 f"between attribution and exact ablation")
         self.post_message(self.Changed(s.generation, note))
 
     def action_inspect(self) -> None:
         if self.state is None or (node := self._selected_feature()) is None:
             return
-        n = node["node"]
-        self.post_message(OpenFeature(self.state.paths[n["site_index"]], n["feature"]))
+        n = node.node
+        self.post_message(OpenFeature(self.state.paths[n.site_index], n.feature))
 
     def action_export(self) -> None:
         s = self.state
@@ -424,7 +425,7 @@ class AblationPane(Vertical):
     def _draw(self) -> None:
         s = self.state
         tree = self.tree
-        tree.exact = {p: {pair["feature"]: pair["exact"] for pair in c["pairs"]} for p, c in s.checks.items()}
+        tree.exact = {p: {pair.feature: pair.exact for pair in c.pairs} for p, c in s.checks.items()}
         tree.agreement = s.checks if self.direction == "up" else {}
         if self.direction == "down" and s.down is not None:
             tree.exact = {}
@@ -432,9 +433,9 @@ class AblationPane(Vertical):
         else:
             self.direction = "up"
             o = s.opened
-            title = Text.assemble(("predicts ", "dim"), (visible_token(o["predicted"]), "bold"),
-                                  (f" after {visible_token(o['tokens'][o['position']])} (@{o['position']})", "dim"),
-                                  f"  logit = {s.up['effect']:.3f}")
+            title = Text.assemble(("predicts ", "dim"), (visible_token(o.predicted), "bold"),
+                                  (f" after {visible_token(o.tokens[o.position])} (@{o.position})", "dim"),
+                                  f"  logit = {s.up.effect:.3f}")
             tree.show(s.up, title, cursor=self._cursor.get("up", ()))
         self._info(self._settings())
 
@@ -442,8 +443,8 @@ class AblationPane(Vertical):
         parts = []
         if self.state is not None:
             o = self.state.opened
-            parts.append(f"@{o['position']} {visible_token(o['tokens'][o['position']])} → "
-                         f"{visible_token(o['predicted'])}")
+            parts.append(f"@{o.position} {visible_token(o.tokens[o.position])} → "
+                         f"{visible_token(o.predicted)}")
         parts.append("≈ attribution" if self.method == "attribution" else "= exact")
         parts.append(f"{self.mode} ablation")
         if self.state is not None:

@@ -3,13 +3,13 @@ effect, ≈ attributed or = exact, a bar for its size among its siblings, its
 feature's top tokens), expanded lazily.
 
 Each TreeNode's data is a `NodeRef`: the node's path of child indices from the
-root (as `tree.expand` takes it) and the engine's node dict. Expanding a node
+root (as `tree.expand` takes it) and the engine's node (`engine.protocol.TreeNode`). Expanding a node
 whose `children` is null posts `ExpandWanted`; the pane asks the engine and
 calls `set_children`.
 
 Notes
 - The widget keeps no state of its own beyond what it draws: the pane owns the
-  node dicts, the ablated features and the checks, and calls `relabel()` after
+  nodes, the ablated features and the checks, and calls `relabel()` after
   changing them.
 - While a node's children are computed it shows a single `computing…` line, so
   a key press is answered at once.
@@ -28,6 +28,8 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from engine.protocol import TreeAgreement
+from engine.protocol import TreeNode as Node
 from tui.feature_text import node_label
 
 Path = tuple[int, ...]
@@ -36,7 +38,7 @@ Path = tuple[int, ...]
 @dataclass
 class NodeRef:
     path: Path
-    node: dict
+    node: Node
 
 
 class AblationTree(Tree[NodeRef]):
@@ -60,14 +62,14 @@ class AblationTree(Tree[NodeRef]):
         super().__init__("no tree yet", **kwargs)
         self.show_root = True
         self.guide_depth = 3
-        self.is_ablated: Callable[[dict], bool] = lambda node: False
+        self.is_ablated: Callable[[Node], bool] = lambda node: False
         self.exact: dict[Path, dict[int, float]] = {}
         self.title: Text | None = None
-        self.agreement: dict[Path, dict] = {}
+        self.agreement: dict[Path, TreeAgreement] = {}
 
     # ---- filling --------------------------------------------------------------------
-    def show(self, root: dict, title: Text | None = None, cursor: Path = ()) -> None:
-        """Draw a whole tree (up or down) from its root dict, keeping expanded nodes open;
+    def show(self, root: Node, title: Text | None = None, cursor: Path = ()) -> None:
+        """Draw a whole tree (up or down) from its root, keeping expanded nodes open;
         `title` replaces the root's own label; the cursor goes to `cursor` if it exists."""
         self.clear()
         self.title = title
@@ -78,24 +80,24 @@ class AblationTree(Tree[NodeRef]):
         target = self.find(cursor) or self.root
         self.call_after_refresh(self.move_cursor, target, animate=False)  # lines exist after a refresh
 
-    def _fill(self, tree_node: TreeNode[NodeRef], node: dict) -> None:
+    def _fill(self, tree_node: TreeNode[NodeRef], node: Node) -> None:
         tree_node.remove_children()
         path = tree_node.data.path
-        for i, child in enumerate(node["children"] or []):
-            expandable = child["children"] is None or len(child["children"]) > 0
+        for i, child in enumerate(node.children or []):
+            expandable = child.children is None or len(child.children) > 0
             sub = tree_node.add("", data=NodeRef(path + (i,), child), allow_expand=expandable)
-            if child["children"]:
+            if child.children:
                 self._fill(sub, child)
                 sub.expand()
 
-    def set_children(self, path: Path, node: dict) -> None:
-        """The engine answered for the node at `path` (its dict already holds the children)."""
+    def set_children(self, path: Path, node: Node) -> None:
+        """The engine answered for the node at `path` (the node already holds the children)."""
         tree_node = self.find(path)
         if tree_node is None or tree_node.data.node is not node:
             return  # the tree was redrawn meanwhile
         self._fill(tree_node, node)
-        tree_node.allow_expand = bool(node["children"])
-        if node["children"]:
+        tree_node.allow_expand = bool(node.children)
+        if node.children:
             tree_node.expand()
         self.relabel(tree_node)
 
@@ -110,7 +112,7 @@ class AblationTree(Tree[NodeRef]):
 
     def _on_tree_node_expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
         ref = event.node.data
-        if ref is None or ref.node["children"] is not None:
+        if ref is None or ref.node.children is not None:
             return
         if not event.node.children:
             event.node.add_leaf(Text("computing…", style="dim italic"))
@@ -131,15 +133,15 @@ class AblationTree(Tree[NodeRef]):
         if not ref.path and self.title is not None:
             return self._with_agreement(self.title.copy(), ref)
         siblings = tree_node.parent.children if tree_node.parent is not None else [tree_node]
-        biggest = max((abs(s.data.node["effect"]) for s in siblings if s.data is not None), default=0.0)
-        n = ref.node["node"]
-        exact = self.exact.get(ref.path[:-1], {}).get(n.get("feature")) if ref.path and n["kind"] == "feature" else None
-        text = node_label(ref.node, biggest, ablated=n["kind"] == "feature" and self.is_ablated(ref.node), exact=exact)
+        biggest = max((abs(s.data.node.effect) for s in siblings if s.data is not None), default=0.0)
+        n = ref.node.node
+        exact = self.exact.get(ref.path[:-1], {}).get(n.feature) if ref.path and n.kind == "feature" else None
+        text = node_label(ref.node, biggest, ablated=n.kind == "feature" and self.is_ablated(ref.node), exact=exact)
         return self._with_agreement(text, ref)
 
     def _with_agreement(self, text: Text, ref: NodeRef) -> Text:
         if (agree := self.agreement.get(ref.path)) is not None:
-            text.append(f"  ✓ n={agree['n']} r={agree['pearson']:.3f} ρ={agree['spearman']:.3f}", style="bold yellow")
+            text.append(f"  ✓ n={agree.n} r={agree.pearson:.3f} ρ={agree.spearman:.3f}", style="bold yellow")
         return text
 
     @property

@@ -13,6 +13,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.protocol import Example
 from tui.feature_text import shade
 
 VALUE_WIDTH = 6
@@ -26,11 +27,11 @@ class ExampleList(Static):
     def __init__(self, title: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.title = title
-        self.examples: list[dict] = []
+        self.examples: list[Example] = []
         self.peak = 0.0
         self._width = 0
 
-    def show(self, examples: list[dict], peak: float) -> None:
+    def show(self, examples: list[Example], peak: float) -> None:
         self.examples, self.peak = list(examples), peak
         self._draw()
 
@@ -46,6 +47,6 @@ class ExampleList(Static):
             text.append("\n  none", style="dim")
         for e in self.examples:
             text.append("\n")
-            text.append(f"{e['max']:>{VALUE_WIDTH}.2f} ", style="dim")
-            text.append_text(shade(e["tokens"], e["acts"], self.peak, e["position"], width=width))
+            text.append(f"{e.max:>{VALUE_WIDTH}.2f} ", style="dim")
+            text.append_text(shade(e.tokens, e.acts, self.peak, e.position, width=width))
         self.update(text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.protocol import Histogram
 from tui.feature_text import histogram
 
 HEIGHT = 10
@@ -18,10 +19,10 @@ class HistogramView(Static):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.data: dict | None = None
+        self.data: Histogram | None = None
         self._width = 0
 
-    def show(self, data: dict | None) -> None:
+    def show(self, data: Histogram | None) -> None:
         self.data = data
         self._draw()
 
@@ -34,5 +35,5 @@ class HistogramView(Static):
         text = Text("activations", style="bold dim")
         if self.data is not None and self._width > 0:
             text.append("\n")
-            text.append_text(histogram(self.data["edges"], self.data["counts"], self._width, HEIGHT))
+            text.append_text(histogram(self.data.edges, self.data.counts, self._width, HEIGHT))
         self.update(text)

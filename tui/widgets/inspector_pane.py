@@ -27,6 +27,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import ContentSwitcher, Input, Label, Static, Tabs
 
+from engine.protocol import FeaturePage as Page
+from engine.protocol import LiveActs, SaeOpened, SearchHit
 from tui.client import EngineError
 from tui.link import EngineLink
 from tui.page_cache import PageCache
@@ -81,7 +83,7 @@ class InspectorPane(Vertical):
     class PageReady(Message):
         path: str
         feature: int
-        page: dict
+        page: Page
 
     @dataclass
     class PageFailed(Message):
@@ -92,7 +94,7 @@ class InspectorPane(Vertical):
     @dataclass
     class SaeReady(Message):
         path: str
-        info: dict
+        info: SaeOpened
 
     def __init__(self, link: EngineLink, saes: SaeSession, sae_path: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -143,7 +145,7 @@ class InspectorPane(Vertical):
 
     def d_sae(self, path: str) -> int | None:
         info = self.saes.info(path)
-        return info["d_sae"] if info else None
+        return info.d_sae if info else None
 
     # ---- showing features -------------------------------------------------------------
     def on_show(self) -> None:
@@ -198,7 +200,7 @@ class InspectorPane(Vertical):
     def on_inspector_pane_sae_ready(self, message: SaeReady) -> None:
         info = message.info
         self.query_one(LiveView).rerun()
-        if not info.get("indexed"):
+        if not info.indexed:
             self._status(f"{short_name(message.path)} has no index", error=True)
 
     def on_inspector_pane_page_ready(self, message: PageReady) -> None:
@@ -211,12 +213,13 @@ class InspectorPane(Vertical):
             self._status(message.error, error=True)
             self.app.notify(message.error, title=f"Feature {message.feature}", severity="error", timeout=8)
 
-    def _draw(self, path: str, page: dict) -> None:
+    def _draw(self, path: str, page: Page) -> None:
         info = self.saes.info(path)
-        self.page_view.show(page, info.get("alive") if info else None)
+        dead = (info.dead_fraction, info.dead_tokens) if info and info.dead_fraction is not None else None
+        self.page_view.show(page, info.alive if info else None, dead)
         self._status("")
-        neighbours = [n["feature"] for n in page["neighbours"]]
-        self.pages.prefetch(path, prefetch_order(page["feature"], page["d_sae"], neighbours))
+        neighbours = [n.feature for n in page.neighbours]
+        self.pages.prefetch(path, prefetch_order(page.feature, page.d_sae, neighbours))
 
     # ---- actions ------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -234,9 +237,9 @@ class InspectorPane(Vertical):
 
     def action_neighbour(self, n: int) -> None:
         page = self.page_view.page
-        if page is None or n > len(page["neighbours"]):
+        if page is None or n > len(page.neighbours):
             return
-        self.show_feature(page["neighbours"][n - 1]["feature"], path=self.current[0] if self.current else None)
+        self.show_feature(page.neighbours[n - 1].feature, path=self.current[0] if self.current else None)
 
     def action_back(self) -> None:
         if self.history:
@@ -269,13 +272,13 @@ class InspectorPane(Vertical):
         self.app.push_screen(FeatureSearchScreen(lambda k, q: self._search(path, k, q), kind, short_name(path)),
                              chosen)
 
-    async def _search(self, path: str, kind: str, query: str) -> list[dict]:
+    async def _search(self, path: str, kind: str, query: str) -> list[SearchHit]:
         await self.saes.open(path)
         result = await self.link.run("feature.search", {"path": path, "kind": kind, "query": query},
                                      needs_model=True)
-        return result["results"]
+        return result.results
 
-    async def _live(self, text: str) -> dict:
+    async def _live(self, text: str) -> LiveActs:
         path = self.path
         await self.saes.open(path)
         return await self.link.run("feature.live", {"path": path, "text": text}, needs_model=True)

@@ -26,6 +26,7 @@ from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.protocol import LiveActs
 from tui.client import EngineError
 from tui.text import visible_token
 from tui.widgets.token_cursor import TokenCursor
@@ -56,17 +57,18 @@ class LiveView(Vertical):
     @dataclass
     class Result(Message):
         text: str
-        result: dict
+        result: LiveActs
 
     @dataclass
     class Failed(Message):
         text: str
         error: str
 
-    def __init__(self, fetch: Callable[[str], Awaitable[dict]], **kwargs) -> None:
+    def __init__(self, fetch: Callable[[str], Awaitable[LiveActs]], **kwargs) -> None:
         super().__init__(**kwargs)
         self.fetch = fetch
-        self.result: dict | None = None
+        self.result: LiveActs | None = None
+        self.result_text = ""  # the text `result` is for
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -116,7 +118,7 @@ class LiveView(Vertical):
         text = self.text_input.value
         if not text.strip():
             return
-        if self.result is not None and self.result.get("_text") == text:
+        if self.result is not None and self.result_text == text:
             return
         self._info("running…")
         self.run_worker(self._run(text), group="live", exclusive=True, exit_on_error=False)
@@ -136,20 +138,20 @@ class LiveView(Vertical):
 
     # ---- showing --------------------------------------------------------------------
     def on_live_view_result(self, message: Result) -> None:
-        self.result = {**message.result, "_text": message.text}
+        self.result, self.result_text = message.result, message.text
         r = message.result
-        self.query_one(TokenCursor).show(r["tokens"])
+        self.query_one(TokenCursor).show(r.tokens)
         strongest = self.query_one("#live-strongest", OptionList)
         strongest.clear_options()
-        for s in r["strongest"]:
-            token = visible_token(r["tokens"][s["position"]]) if 0 <= s["position"] < len(r["tokens"]) else "?"
-            strongest.add_option(Option(Text.assemble((f"#{s['feature']:<5}", "bold"), f" {s['max']:5.2f}",
-                                                      (f"  at {token}", "dim")), id=str(s["feature"])))
-        if r["strongest"]:
+        for s in r.strongest:
+            token = visible_token(r.tokens[s.position]) if 0 <= s.position < len(r.tokens) else "?"
+            strongest.add_option(Option(Text.assemble((f"#{s.feature:<5}", "bold"), f" {s.max:5.2f}",
+                                                      (f"  at {token}", "dim")), id=str(s.feature)))
+        if r.strongest:
             strongest.highlighted = 0
-        self._show_token(len(r["tokens"]) - 1)
-        n = len(r["strongest"])
-        self._info(f"{len(r['tokens'])} tokens · {n} strongest features · Enter opens one · ←/→ on the tokens")
+        self._show_token(len(r.tokens) - 1)
+        n = len(r.strongest)
+        self._info(f"{len(r.tokens)} tokens · {n} strongest features · Enter opens one · ←/→ on the tokens")
 
     def on_live_view_failed(self, message: Failed) -> None:
         self._info(message.error, error=True)
@@ -163,28 +165,28 @@ class LiveView(Vertical):
         self.query_one("#live-at", OptionList).focus()
 
     def _show_token(self, index: int) -> None:
-        if self.result is None or not self.result["per_token"]:
+        if self.result is None or not self.result.per_token:
             return
-        rows = self.result["per_token"]
+        rows = self.result.per_token
         index = max(0, min(index, len(rows) - 1))
         row = rows[index]
         at = self.query_one("#live-at", OptionList)
-        at.border_title = f"at {visible_token(row['token'])} (token {row['position']})"
+        at.border_title = f"at {visible_token(row.token)} (token {row.position})"
         at.clear_options()
-        for f in row["features"]:
-            at.add_option(Option(Text.assemble((f"#{f['feature']:<5}", "bold"), f" {f['act']:5.2f}"),
-                                 id=str(f["feature"])))
-        if not row["features"]:
+        for f in row.features:
+            at.add_option(Option(Text.assemble((f"#{f.feature:<5}", "bold"), f" {f.act:5.2f}"),
+                                 id=str(f.feature)))
+        if not row.features:
             at.add_option(Option(Text("no feature fires here", style="dim"), disabled=True))
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         event.stop()
         if event.option_list.id == "live-strongest" and self.result is not None:
-            s = self.result["strongest"][event.option_index]
+            s = self.result.strongest[event.option_index]
             cursor = self.query_one(TokenCursor)
-            if cursor.index != s["position"]:
-                cursor.show(self.result["tokens"], s["position"])
-                self._show_token(s["position"])
+            if cursor.index != s.position:
+                cursor.show(self.result.tokens, s.position)
+                self._show_token(s.position)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

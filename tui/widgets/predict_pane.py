@@ -20,6 +20,7 @@ from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Static
 
+from engine.protocol import Prediction
 from tui.client import EngineError
 from tui.link import EngineLink
 from tui.widgets.prompt_input import PromptInput
@@ -43,7 +44,7 @@ class PredictPane(Vertical):
     @dataclass
     class Predicted(Message):
         text: str
-        result: dict
+        result: Prediction
 
     @dataclass
     class Failed(Message):
@@ -53,7 +54,7 @@ class PredictPane(Vertical):
     def __init__(self, link: EngineLink, **kwargs) -> None:
         super().__init__(**kwargs)
         self.link = link
-        self.result: dict | None = None
+        self.result: Prediction | None = None
 
     def compose(self) -> ComposeResult:
         prompt = PromptInput(placeholder="Type a prompt, press Enter", id="prompt")
@@ -103,9 +104,9 @@ class PredictPane(Vertical):
     def on_predict_pane_predicted(self, message: Predicted) -> None:
         self.result = message.result
         r = message.result
-        self.query_one(TokenChips).show(r["tokens"])
-        self.query_one(TopTokensTable).show(r["top"])
-        self._info(f"{r['model']} · {len(r['tokens'])} tokens · entropy {r['entropy']:.2f} nats")
+        self.query_one(TokenChips).show(r.tokens)
+        self.query_one(TopTokensTable).show(r.top)
+        self._info(f"{r.model} · {len(r.tokens)} tokens · entropy {r.entropy:.2f} nats")
 
     def on_predict_pane_failed(self, message: Failed) -> None:
         self._info(message.error, error=True)

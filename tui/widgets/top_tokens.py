@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
+from engine.protocol import TokenProb
 from tui.text import bar, visible_token
 
 TOKEN_WIDTH = 16
@@ -45,13 +46,13 @@ class TopTokensTable(DataTable):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
-        self._top: list[dict] = []
+        self._top: list[TokenProb] = []
         self._bar_width = 0
 
     def on_mount(self) -> None:
         self._fill()
 
-    def show(self, top: list[dict]) -> None:
+    def show(self, top: list[TokenProb]) -> None:
         self._top = list(top)
         self._fill(keep_cursor=False)
 
@@ -72,19 +73,19 @@ class TopTokensTable(DataTable):
         self.add_column(Text("prob", justify="right"), width=7)
         self.add_column("", width=width)
         for i, entry in enumerate(self._top, 1):
-            token = visible_token(entry["token"])
+            token = visible_token(entry.token)
             if len(token) > TOKEN_WIDTH:
                 token = token[: TOKEN_WIDTH - 1] + "…"
             self.add_row(
                 Text(str(i), style="dim", justify="right"),
                 Text(token, style="bold"),
-                Text(str(entry["id"]), style="dim", justify="right"),
-                Text(f"{entry['prob']:.2%}", justify="right"),
-                Text(bar(entry["prob"], width), style="cyan"),
+                Text(str(entry.id), style="dim", justify="right"),
+                Text(f"{entry.prob:.2%}", justify="right"),
+                Text(bar(entry.prob, width), style="cyan"),
             )
         if self._top:
             self.move_cursor(row=min(row, len(self._top) - 1), animate=False)
 
     def action_select_cursor(self) -> None:
         if self._top and 0 <= self.cursor_row < len(self._top):
-            self.post_message(self.Chosen(self._top[self.cursor_row]["token"]))
+            self.post_message(self.Chosen(self._top[self.cursor_row].token))
