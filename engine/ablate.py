@@ -173,8 +173,10 @@ class Splice:
             delta = delta + self._new_f(site, err, ivs, upto, error=True) - err
         return x + delta.to(x.dtype), err
 
-    def run(self, tokens: torch.Tensor, ivs: list[Intervention] = (), upto: int | None = None) -> Pass:
-        """A forward pass with every intervention applied (no gradients)."""
+    def run(self, tokens: torch.Tensor, ivs: list[Intervention] = (), upto: int | None = None,
+            job=None) -> Pass:
+        """A forward pass with every intervention applied (no gradients); `job` (an
+        `engine.jobs.Job`) is checked before every block."""
         upto = tokens.shape[1] - 1 if upto is None else upto
         self._check(ivs)
         seen: list[torch.Tensor | None] = [None] * len(self.sites)
@@ -196,7 +198,7 @@ class Splice:
 
         with torch.no_grad():
             logits = self.lm.run_with_hooks(
-                tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)])
+                tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)], job=job)
         return Pass(logits[0], seen)
 
     # ---- targets ---------------------------------------------------------------
@@ -228,45 +230,62 @@ class Splice:
 
     # ---- effects ------------------------------------------------------------
     def exact_effects(self, tokens, target: Target, site: int, features: list[int], mode: str = "zero",
-                      value: float = 0.0) -> dict[int, float]:
-        """Change of the target when each feature (or ERROR) of `site` is ablated alone."""
+                      value: float = 0.0, job=None) -> dict[int, float]:
+        """Change of the target when each feature (or ERROR) of `site` is ablated alone.
+        `job` (an `engine.jobs.Job`) is checked between (and inside) the passes and
+        gets progress as they go."""
+        from engine.jobs import as_job
+
+        job = as_job(job)
         self.check_target(tokens, target)
-        base = float(self.value(target, self.run(tokens, upto=target.position)))
+        message = f"ablating {len(features)} candidates at {self.sites[site].name}"
+        job.progress(0.0, message, step=0, total=len(features))
+        base = float(self.value(target, self.run(tokens, upto=target.position, job=job)))
         out = {}
-        for f in features:
+        for n, f in enumerate(features, 1):
+            job.check()
             m = self._error_mode(site, mode) if f == ERROR else mode
-            p = self.run(tokens, [Intervention(site, f, m, value)], upto=target.position)
+            p = self.run(tokens, [Intervention(site, f, m, value)], upto=target.position, job=job)
             out[f] = float(self.value(target, p)) - base
+            job.progress(n / len(features), message, step=n, total=len(features))
         return out
 
     def attribution_effects(self, tokens, target: Target, site: int, mode: str = "zero", value: float = 0.0,
-                            steps: int = 1) -> tuple[torch.Tensor, float]:
+                            steps: int = 1, job=None) -> tuple[torch.Tensor, float]:
         """Estimated change of the target for every feature of `site` (and the error term).
 
         Returns `(effects [S], error_effect)`. `steps == 1` is attribution patching;
         `steps > 1` is integrated gradients with that many points on the path.
+        `job` (an `engine.jobs.Job`) is checked between and inside the passes.
         """
+        from engine.jobs import as_job
+
+        job = as_job(job)
         self.check_target(tokens, target)
         if target.kind == "feature" and target.site <= site:
             raise UserError("a feature target must be at a later site than the features it is explained by")
         upto = target.position
-        clean = self.run(tokens, upto=upto)
+        message = f"attribution at {self.sites[site].name}"
+        job.progress(0.0, message, step=0, total=steps)
+        clean = self.run(tokens, upto=upto, job=job)
         f = clean.acts[site]
         all_features = [Intervention(site, j, mode, value) for j in range(f.shape[1])]
         f_new = self._new_f(site, f, all_features, upto)
         grads = torch.zeros_like(f)
         err_grad, err = 0, None
         for k in range(steps):
+            job.check()
             alpha = (k + 0.5) / steps if steps > 1 else 0.0
-            g, eg, err = self._grad_at(tokens, target, site, f + alpha * (f_new - f), upto)
+            g, eg, err = self._grad_at(tokens, target, site, f + alpha * (f_new - f), upto, job)
             grads += g / steps
             err_grad = err_grad + eg.to(err.dtype) / steps
+            job.progress((k + 1) / steps, message, step=k + 1, total=steps)
         effects = ((f_new - f) * grads).sum(0)
         err_iv = Intervention(site, ERROR, self._error_mode(site, mode), value)
         err_effect = float(((self._new_f(site, err, [err_iv], upto, error=True) - err) * err_grad).sum())
         return effects, err_effect
 
-    def _grad_at(self, tokens, target: Target, site: int, f_point: torch.Tensor, upto: int):
+    def _grad_at(self, tokens, target: Target, site: int, f_point: torch.Tensor, upto: int, job=None):
         """Gradient of the target w.r.t. the features of `site` (evaluated at `f_point`,
         through `sae.decode`) and w.r.t. an additive perturbation of the site's
         activation (for the error term); and the site's error term `x - decode(f)`."""
@@ -292,7 +311,7 @@ class Splice:
 
         with torch.enable_grad():
             logits = self.lm.run_with_hooks(
-                tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)])
+                tokens, fwd_hooks=[(s.hook, make_hook(i)) for i, s in enumerate(self.sites)], job=job)
             value = self.value(target, Pass(logits[0], seen))
             g_f, g_e = torch.autograd.grad(value, [leaf, store["e"]], allow_unused=True)
         g_f = torch.zeros_like(leaf) if g_f is None else g_f

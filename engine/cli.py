@@ -179,25 +179,25 @@ def eval_sae(
 ) -> None:
     """Evaluate an SAE spliced into its model: reconstruction, sparsity, CE and KL scores."""
     quiet_libraries()
+    from engine.cli_progress import cli_job
     from engine.models import load_model
     from engine.saes import load_sae, model_spec_for
     from engine.train.runs import evaluate_folder
 
     try:
         lm = load_model(model or model_spec_for(load_sae(sae_dir)), device)
-        result = evaluate_folder(sae_dir, tokens, lm=lm, corpus=corpus, context=context)
+        with cli_job(as_json, "eval"):
+            result = evaluate_folder(sae_dir, tokens, lm=lm, corpus=corpus, context=context)
     except UserError as e:
         fail(str(e))
     if as_json:
         typer.echo(json.dumps(result))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table("metric", "value", title=str(sae_dir))
-    for key, value in result.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    from engine.render import render_eval
+
+    Console().print(render_eval(result, title=str(sae_dir)))
 
 
 @app.command()
@@ -209,28 +209,30 @@ def index(
     context: Optional[int] = ContextOpt,
     device: str = DeviceOpt,
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if a current index exists."),
+    as_json: bool = typer.Option(False, "--json", help="Progress as JSON lines on stderr, the result as one JSON object."),
 ) -> None:
     """Build the feature index (top examples, histograms, densities) beside the SAE."""
     quiet_libraries()
     import time
 
-    from rich.console import Console
-    from rich.progress import Progress
-
+    from engine.cli_progress import cli_job
     from engine.inspect import open_view
 
-    console = Console(stderr=True)
     try:
         view = open_view(sae_dir, model, corpus, tokens, context=context, device=device)
         t0 = time.time()
-        with Progress(console=console) as progress:
-            task = progress.add_task(f"indexing {view.windows.numel():,} tokens", total=1.0)
-            idx = view.ensure_index(progress=lambda f: progress.update(task, completed=f), rebuild=rebuild)
+        with cli_job(as_json, "index") as job:
+            idx = view.ensure_index(job=job, rebuild=rebuild)
     except UserError as e:
         fail(str(e))
     dt = time.time() - t0
     alive = int((idx.fire_count > 0).sum())
-    console.print(f"index of {idx.meta['tokens']:,} tokens ready in {dt:.1f}s: {alive}/{view.d_sae} features fire")
+    if as_json:
+        typer.echo(json.dumps({"sae": str(sae_dir), "tokens": idx.meta["tokens"], "d_sae": view.d_sae,
+                               "alive": alive, "seconds": round(dt, 3)}))
+        return
+    typer.echo(f"index of {idx.meta['tokens']:,} tokens ready in {dt:.1f}s: {alive}/{view.d_sae} features fire "
+               "in the index (the dead fraction is `saescope eval`'s, on held-out tokens)", err=True)
 
 
 @app.command()
@@ -247,23 +249,27 @@ def inspect(
 ) -> None:
     """Show what a feature means: top examples, histogram, logit effects, neighbours."""
     quiet_libraries()
+    from engine.cli_progress import cli_job
     from engine.inspect import open_view
 
     try:
         view = open_view(sae_dir, model, corpus, tokens, context=context, device=device)
         view.check_feature(feature)
-        view.ensure_index()
+        if view.index is None:
+            with cli_job(as_json, "index") as job:
+                view.ensure_index(job=job)
         page = view.feature_page(feature, top=top)
+        dead = view.dead_figure()
     except UserError as e:
         fail(str(e))
     if as_json:
-        typer.echo(json.dumps(page))
+        typer.echo(json.dumps({**page, "sae_dead": dead}))
         return
     from rich.console import Console
 
     from engine.render import render_feature_page
 
-    Console().print(render_feature_page(page))
+    Console().print(render_feature_page(page, dead))
 
 
 @app.command()
@@ -286,6 +292,7 @@ def ablate(
 ) -> None:
     """Ablate SAE features and show, as a tree, which features and logits they drive."""
     quiet_libraries()
+    from engine.cli_progress import cli_job
     from engine.corpus import corpus_for
     from engine.models import load_model
     from engine.saes import load_sae, model_spec_for
@@ -296,12 +303,13 @@ def ablate(
             raise UserError("the prompt is empty")
         lm = load_model(model or model_spec_for(load_sae(upstream)), device)
         text = corpus_for(corpus, lm)
-        if uninterpretable:
-            result = important_uninterpretable(lm, [str(upstream), str(downstream)], prompt, position,
-                                               method, n=top, corpus=text, context=context)
-        else:
-            result = ablation_tree(lm, str(upstream), str(downstream), prompt, position, feature or None,
-                                   mode, method, top, depth, corpus=text, context=context)
+        with cli_job(as_json, "ablate") as job:
+            if uninterpretable:
+                result = important_uninterpretable(lm, [str(upstream), str(downstream)], prompt, position,
+                                                   method, n=top, corpus=text, context=context, job=job)
+            else:
+                result = ablation_tree(lm, str(upstream), str(downstream), prompt, position, feature or None,
+                                       mode, method, top, depth, corpus=text, context=context, job=job)
     except UserError as e:
         fail(str(e))
     if as_json:
@@ -320,18 +328,21 @@ def engine_serve(
     listen: Optional[str] = typer.Option(None, "--listen", help="HOST:PORT to listen on (loopback by default)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="SAESCOPE_TOKEN", help="Token clients must send (--listen); generated when absent."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to load at start (default: on request)."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", envvar="SAESCOPE_MEMORY_BUDGET", help="Bytes the open SAEs, indexes and trees may hold, e.g. 4G (default 4G); the least recently used are closed (and reopened on demand) beyond it."),
 ) -> None:
     """Run the engine: JSON lines on stdio, or on a TCP port with a token."""
     quiet_libraries()
     from engine.server import serve_stdio, serve_tcp
+    from engine.workspace import parse_size
 
     if stdio == bool(listen):
         fail("give exactly one of --stdio or --listen HOST:PORT")
     try:
+        budget = parse_size(memory_budget) if memory_budget else None
         if stdio:
-            serve_stdio(preload=model)
+            serve_stdio(preload=model, budget=budget)
         else:
-            serve_tcp(listen, token, preload=model)
+            serve_tcp(listen, token, preload=model, budget=budget)
     except UserError as e:
         fail(str(e))
 

@@ -31,6 +31,7 @@ import torch
 
 from engine.atomic import atomic_write_text
 from engine.errors import UserError
+from engine.jobs import Job, as_job
 
 HIST_LOG10_MIN, HIST_LOG10_MAX, HIST_BINS = -3.0, 3.0, 48
 INDEX_VERSION = 1
@@ -110,14 +111,18 @@ class _Merger:
 
 @torch.no_grad()
 def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: int = 20, samples: int = 20,
-                batch: int | None = None, seed: int = 0, progress: Callable[[float], None] = lambda f: None,
-                check: Callable[[], None] = lambda: None) -> FeatureIndex:
+                batch: int | None = None, seed: int = 0, job: Job | None = None,
+                progress: Callable[[float], None] | None = None,
+                check: Callable[[], None] | None = None) -> FeatureIndex:
     """One pass over `windows` ([N, n_ctx], BOS first; the BOS position is skipped).
 
     Accumulators live on the model's device; `batch` windows (default: about
     `BATCH_TOKENS` tokens, so memory does not grow with the window) go through the
-    model at a time."""
+    model at a time. `job` is checked before every block of every batch and gets
+    progress after every batch (`progress`/`check`: the older callables, folded in)."""
     from engine.saes import encoder_input
+
+    job = as_job(job, check=check, progress=progress)
 
     if len(windows) == 0:
         raise UserError("the corpus is empty: nothing to index")
@@ -130,13 +135,17 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     max_act = torch.zeros(d_sae, device=dev)
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same sample on every device
     stop = _stop_layer(hook)
+    n_tokens = int(len(windows) * (windows.shape[1] - 1))
+    message = f"indexing {n_tokens:,} tokens"
+    job.progress(0.0, message, step=0, total=len(windows))
     for start in range(0, len(windows), batch):
-        check()
+        job.check()
         tokens = windows[start:start + batch].to(dev)
-        _, cache = lm.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop)
+        _, cache = lm.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop, job=job)
         x = cache[hook][:, 1:].float()
         b, t = x.shape[:2]
         acts = sae.encode(encoder_input(sae, x.reshape(b * t, *x.shape[2:]))).reshape(b, t, d_sae)  # [b, t, S]
+        job.check()  # the merges below take as long as the pass itself
         win_max, win_pos = acts.max(1)  # [b, S]
         win_ids = torch.arange(start, start + b, device=dev).unsqueeze(1).expand(b, d_sae)
         fired = win_max > 0
@@ -153,7 +162,7 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         bins = ((vals.log10() - HIST_LOG10_MIN) / (HIST_LOG10_MAX - HIST_LOG10_MIN) * HIST_BINS)
         bins = bins.floor().long().clamp(0, HIST_BINS - 1)
         hist.index_add_(0, feats * HIST_BINS + bins, torch.ones_like(bins))
-        progress(min(1.0, (start + b) / len(windows)))
+        job.progress(min(1.0, (start + b) / len(windows)), message, step=start + b, total=len(windows))
     top_v, top_w, top_p = top.finish()
     # the sample shows windows beyond the top list
     s_v, s_w, s_p = sample.finish()
@@ -172,16 +181,12 @@ def _stop_layer(hook: str) -> int | None:
 
 
 def save_index(index: FeatureIndex, sae_dir: Path, corpus_name: str) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from engine.atomic import atomic_write_bytes
 
     data_path, meta_path = index_paths(sae_dir, corpus_name)
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = data_path.with_suffix(".safetensors.tmp")
-    save_file(index.tensors(), str(tmp))
-    atomic_write_bytes(data_path, tmp.read_bytes())
-    tmp.unlink()
+    atomic_write_bytes(data_path, save(index.tensors()))  # no fixed-name temporary file left by a kill
     atomic_write_text(meta_path, json.dumps(index.meta) + "\n")  # written last: marks it complete
 
 

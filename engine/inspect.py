@@ -56,19 +56,44 @@ class SaeView:
             self.index = None  # built over other windows: rebuilt on demand
         self._vocab: list[str] | None = None
         self._logit_matrix: torch.Tensor | None = None
+        self._dead: dict | None = None
 
     @property
     def d_sae(self) -> int:
         return self.sae.cfg.d_sae
 
     # ---- the index -------------------------------------------------------------
-    def ensure_index(self, progress: Callable[[float], None] = lambda f: None,
-                     check: Callable[[], None] = lambda: None, rebuild: bool = False) -> FeatureIndex:
+    def ensure_index(self, progress: Callable[[float], None] | None = None,
+                     check: Callable[[], None] | None = None, rebuild: bool = False,
+                     job=None) -> FeatureIndex:
+        """The index, built (and saved, atomically and only when complete) if missing.
+        `job` (an `engine.jobs.Job`) can cancel the build; nothing is written then."""
         if self.index is None or rebuild:
-            self.index = build_index(self.lm, self.sae, self.hook, self.windows, self.identity,
-                                     progress=progress, check=check)
-            save_index(self.index, self.dir, self.corpus.name)
+            index = build_index(self.lm, self.sae, self.hook, self.windows, self.identity,
+                                job=job, progress=progress, check=check)
+            save_index(index, self.dir, self.corpus.name)
+            self.index = index
         return self.index
+
+    # ---- the dead fraction ------------------------------------------------------------
+    def dead_figure(self, compute: bool = False, job=None) -> dict | None:
+        """The SAE's dead fraction by its one rule (`engine.figures`: never fired on the
+        first `DEAD_TOKENS` held-out tokens): the figure of its saved evaluation
+        (`eval.json`, the final evaluation of its training run) when that followed
+        the rule, else, with `compute`, measured here on the view's corpus the same
+        way (an encode-only pass, kept for the view's life); else None. Not the count
+        of features firing in the index, which covers other tokens."""
+        from engine.corpus import default_context
+
+        n_ctx = default_context(self.lm.model.cfg.n_ctx, None)
+        if self._dead is None:
+            self._dead = saved_dead(self.dir, n_ctx)
+        if self._dead is None and compute:
+            from engine.train.evaluate import measure_dead
+
+            self._dead = {**measure_dead(self.lm, self.sae, self.hook, self.corpus, n_ctx, job=job),
+                          "source": "measured"}
+        return self._dead
 
     def _require_index(self) -> FeatureIndex:
         if self.index is None:
@@ -76,8 +101,9 @@ class SaeView:
         return self.index
 
     def check_feature(self, feature: int) -> int:
-        if not 0 <= feature < self.d_sae:
-            raise UserError(f"feature {feature} is out of range: this SAE has features 0..{self.d_sae - 1}")
+        from engine.saes import check_features
+
+        check_features(self.d_sae, [feature])
         return feature
 
     # ---- tokens ----------------------------------------------------------------
@@ -208,6 +234,25 @@ class SaeView:
         if kind == "dead":
             return [{"feature": int(f), "density": 0.0} for f in (idx.fire_count == 0).nonzero().flatten()[:n]]
         raise UserError(f"unknown search {kind!r}: use text, token, densest or dead")
+
+
+def saved_dead(sae_dir: Path, default_ctx: int) -> dict | None:
+    """The dead fraction of the SAE's saved evaluation (`eval.json`), when it was
+    measured on the full `DEAD_TOKENS` window; files written before `dead_tokens` was
+    recorded measured it on all their `tokens`, in windows of the default context."""
+    import json
+
+    from engine.figures import dead_tokens_of, full_dead_window
+
+    try:
+        result = json.loads((Path(sae_dir) / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    n, frac = dead_tokens_of(result), result.get("dead_fraction")
+    ctx = result.get("dead_context") or result.get("context") or default_ctx
+    if not isinstance(frac, (int, float)) or n is None or not full_dead_window(n, ctx):
+        return None
+    return {"dead_fraction": float(frac), "dead_tokens": n, "dead_context": ctx, "source": "eval.json"}
 
 
 def describe(examples: list[dict], n: int = 3) -> str:

@@ -49,17 +49,26 @@ class LoadedModel:
     # passes at once would see each other's hooks: every pass goes through this lock.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    def __call__(self, tokens):
+    # `job` (an engine.jobs.Job): its cancel flag is checked before every block, so a
+    # long pass (a large model on a CPU) stops within one block of a cancel.
+    def __call__(self, tokens, job=None):
+        if job is not None:
+            return self.run_with_hooks(tokens, job=job)
         with self.lock:
             return self.model(tokens)
 
-    def run_with_hooks(self, tokens, **kwargs):
+    def run_with_hooks(self, tokens, job=None, **kwargs):
+        if job is not None:
+            kwargs["fwd_hooks"] = [*kwargs.get("fwd_hooks", []), *job.check_hooks(self.model)]
         with self.lock:
             return self.model.run_with_hooks(tokens, **kwargs)
 
-    def run_with_cache(self, tokens, **kwargs):
+    def run_with_cache(self, tokens, job=None, **kwargs):
         with self.lock:
-            return self.model.run_with_cache(tokens, **kwargs)
+            if job is None:
+                return self.model.run_with_cache(tokens, **kwargs)
+            with self.model.hooks(fwd_hooks=job.check_hooks(self.model)):
+                return self.model.run_with_cache(tokens, **kwargs)
 
     @property
     def tokenizer(self):

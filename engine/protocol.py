@@ -103,7 +103,10 @@ class SleepParams(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class TrainStartParams(msgspec.Struct, forbid_unknown_fields=True):
-    """Runs trained side by side: each a dict of `TrainConfig` fields plus `out` (its folder)."""
+    """Runs trained side by side: each a dict of `TrainSettings` fields plus `out` (its folder);
+    with `resume`, fields left out are the saved run's (`{"out": ...}` alone resumes it).
+    The training is a process of its own: cancelling this request stops only the
+    following (`train.stop` stops the training)."""
 
     runs: list[dict[str, Any]]
     resume: bool = False
@@ -111,6 +114,21 @@ class TrainStartParams(msgspec.Struct, forbid_unknown_fields=True):
 
 class RunReadParams(msgspec.Struct, forbid_unknown_fields=True):
     path: str  # a run folder: its metrics file is replayed as the result
+
+
+class TrainFollowParams(msgspec.Struct, forbid_unknown_fields=True):
+    """A training job by its id (`train.list`), or by one of its run folders."""
+
+    job: Optional[str] = None
+    out: Optional[str] = None
+    replay: bool = True  # send the metrics recorded so far first
+
+
+class TrainStopParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Stop a training job (by id, or by one of its run folders) at its next step, checkpointed."""
+
+    job: Optional[str] = None
+    out: Optional[str] = None
 
 
 class SaeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -178,8 +196,12 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "cancel": CancelParams,
     "jobs": NoParams,
     "sleep": SleepParams,
+    "workspace": NoParams,
     "train.start": TrainStartParams,
     "train.read": RunReadParams,
+    "train.list": NoParams,
+    "train.follow": TrainFollowParams,
+    "train.stop": TrainStopParams,
     "sae.open": SaeOpenParams,
     "feature.page": FeaturePageParams,
     "feature.live": FeatureLiveParams,
@@ -254,6 +276,16 @@ class JobList(Result):
     jobs: list[JobInfo]
 
 
+class WorkspaceStats(Result):
+    """What the engine holds open beside the model, against its memory budget."""
+
+    budget: int  # bytes
+    used: int  # bytes held by open SAEs, indexes and trees
+    open: int  # items held now
+    known: int  # items opened so far (evicted ones reopen on demand)
+    evictions: int
+
+
 class SaeOpened(Result):
     path: str
     hook: str
@@ -261,7 +293,11 @@ class SaeOpened(Result):
     architecture: str
     indexed: bool
     index_tokens: int
-    alive: Optional[int] = None  # features that fire at least once in the index
+    alive: Optional[int] = None  # features that fire at least once in the index (not the dead fraction)
+    # The dead fraction by its one rule (engine/figures.py: never fired on the first
+    # DEAD_TOKENS held-out tokens), from the SAE's saved evaluation; None when it has none.
+    dead_fraction: Optional[float] = None
+    dead_tokens: Optional[int] = None
 
 
 class Example(msgspec.Struct):
@@ -412,6 +448,181 @@ class TreeAblated(Result):
     root: TreeNode
 
 
+# ---- results of training methods ----------------------------------------------
+# The training configuration is defined here, once: the engine's `TrainConfig`
+# (engine/train/config.py) is this struct plus validation, and the TUI's form
+# reads its fields and defaults from it.
+
+TRAIN_ARCHITECTURES = ("relu", "jumprelu", "topk", "batchtopk")
+DEFAULT_TRAIN_HOOK = "blocks.0.hook_mlp_out"
+
+
+class TrainSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What one SAE training run is (saved as `saescope.json` in its folder)."""
+
+    hook: str
+    """TransformerLens hook point the SAE reads, e.g. `blocks.0.hook_mlp_out`."""
+    arch: str = "topk"
+    """relu (L1 penalty), jumprelu, topk or batchtopk."""
+    d_sae: int = 2048
+    """Number of features."""
+    k: int = 32
+    """Active features per token (topk), on average over the batch (batchtopk), or the
+    target L0 of the quadratic L0 penalty (jumprelu)."""
+    l1: float = 5.0
+    """L1 coefficient (relu) or coefficient of the L0 penalty (jumprelu)."""
+    tokens: int = 2_000_000
+    """Training tokens (activations)."""
+    seed: int = 0
+    """Seed of the SAE's initialisation."""
+    data_seed: int = 0
+    """Seed of the data order; runs that share it can share one model pass."""
+    model: str = "default"
+    """Model spec (see `saescope models`)."""
+    context: int = 0
+    """Tokens per window, BOS included (0: the model's context, at most 256)."""
+    lr: float = 4e-4
+    batch_size: int = 4096
+    """Activations per optimiser step."""
+    warmup_fraction: float = 0.05
+    decay_fraction: float = 0.2
+    """Final fraction of steps over which the learning rate decays linearly to lr/10."""
+    dead_window: int = 1_000_000
+    """A feature that has not fired in this many tokens counts as dead."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (0: only at the end or on cancel)."""
+    eval_every: int = 0
+    """Steps between evaluations with the SAE spliced in (0: only at the end)."""
+    eval_tokens: int = 65_536
+    """Held-out tokens for each evaluation."""
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens // self.batch_size)
+
+
+class DensityHistogram(msgspec.Struct):
+    """Features by log10 firing density; `never_fired` are in the first bin too."""
+
+    edges: list[float]
+    counts: list[int]
+    never_fired: int = 0
+
+
+class TrainRecord(msgspec.Struct, omit_defaults=True):
+    """One line of a run's `metrics.jsonl`: a training step, or an evaluation with the
+    SAE spliced in (`kind` "eval", every `eval_every` steps). `step` counts from 0."""
+
+    kind: Literal["step", "eval"]
+    step: int
+    tokens: Optional[int] = None  # training tokens so far (step) / evaluation tokens (eval)
+    loss: Optional[float] = None
+    losses: Optional[dict[str, float]] = None
+    mse: Optional[float] = None
+    explained_variance: Optional[float] = None
+    l0: Optional[float] = None
+    l1: Optional[float] = None
+    dead_fraction_window: Optional[float] = None  # not fired within the run's dead_window tokens
+    dead_fraction_density: Optional[float] = None
+    lr: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+    density_histogram: Optional[DensityHistogram] = None
+    dead_fraction: Optional[float] = None  # eval: never fired on the held-out tokens
+    dead_tokens: Optional[int] = None
+    dead_context: Optional[int] = None
+    ce_loss_score: Optional[float] = None
+    kl_div_score: Optional[float] = None
+    ce_loss_clean: Optional[float] = None
+    ce_loss_with_sae: Optional[float] = None
+    ce_loss_zero_ablation: Optional[float] = None
+    kl_div_with_sae: Optional[float] = None
+    kl_div_zero_ablation: Optional[float] = None
+
+
+class RunEval(msgspec.Struct):
+    """A finished run's final evaluation (its `eval.json`); None: not a number."""
+
+    sae: str
+    hook: str = ""
+    arch: str = ""
+    d_sae: int = 0
+    tokens: int = 0
+    l0: Optional[float] = None
+    mse: Optional[float] = None
+    explained_variance: Optional[float] = None
+    dead_fraction: Optional[float] = None
+    dead_tokens: Optional[int] = None  # the held-out tokens `dead_fraction` was measured on
+    dead_context: Optional[int] = None  # their window length
+    ce_loss_clean: Optional[float] = None
+    ce_loss_with_sae: Optional[float] = None
+    ce_loss_zero_ablation: Optional[float] = None
+    ce_loss_score: Optional[float] = None
+    kl_div_with_sae: Optional[float] = None
+    kl_div_zero_ablation: Optional[float] = None
+    kl_div_score: Optional[float] = None
+
+
+class TrainResult(Result):
+    """`train.start`, `train.follow`: every run's final evaluation, in the job's order."""
+
+    job: str
+    runs: list[RunEval]
+
+
+TrainState = Literal["starting", "running", "finished", "stopped", "failed"]
+
+
+class RunState(msgspec.Struct, omit_defaults=True):
+    """A run folder's (or a job's) `state.json`. `failed` with `resumable`: it died or
+    failed with a checkpoint in place, so `train.start` with `resume` continues it."""
+
+    state: TrainState
+    job: str = ""
+    pid: Optional[int] = None
+    message: str = ""
+    updated: float = 0.0
+    step: Optional[int] = None  # the last step recorded in its metrics file (from 0)
+    checkpoint: Optional[int] = None  # the step its checkpoint resumes from
+    resumable: bool = False
+
+
+class RunRead(Result):
+    """`train.read`: a run folder's settings, metrics so far and final evaluation."""
+
+    path: str
+    config: TrainSettings
+    records: list[TrainRecord]
+    eval: Optional[RunEval] = None
+    state: Optional[RunState] = None
+
+
+class RunSummary(msgspec.Struct):
+    out: str  # the folder as the client gave it
+    path: str  # the folder on the engine's side, absolute
+    config: TrainSettings
+    state: RunState
+
+
+class TrainJobInfo(msgspec.Struct):
+    """One training process the engine started (it outlives the engine and the client)."""
+
+    job: str
+    state: RunState
+    started: float
+    resume: bool
+    runs: list[RunSummary]
+    log: str = ""  # the training process's own log file
+
+
+class TrainJobs(Result):
+    jobs: list[TrainJobInfo]  # oldest first
+
+
+class TrainStopping(Result):
+    job: str
+    state: TrainState  # the job's state when asked: "running" means it was signalled
+
+
 # ---- event data ----------------------------------------------------------------
 
 class Progress(msgspec.Struct, omit_defaults=True):
@@ -429,7 +640,7 @@ class RunMetrics(msgspec.Struct):
     """One metrics record of run number `run` of a training job."""
 
     run: int
-    record: dict[str, Any]
+    record: TrainRecord
 
 
 EVENT_DATA: dict[str, type] = {"progress": Progress, "log": LogData, "metrics": RunMetrics}
@@ -442,6 +653,7 @@ RESULTS: dict[str, type[Result]] = {
     "cancel": Cancelling,
     "jobs": JobList,
     "sleep": Slept,
+    "workspace": WorkspaceStats,
     "sae.open": SaeOpened,
     "feature.page": FeaturePage,
     "feature.live": LiveActs,
@@ -450,6 +662,11 @@ RESULTS: dict[str, type[Result]] = {
     "tree.expand": TreeChildren,
     "tree.check": TreeAgreement,
     "tree.ablate": TreeAblated,
+    "train.start": TrainResult,
+    "train.follow": TrainResult,
+    "train.read": RunRead,
+    "train.list": TrainJobs,
+    "train.stop": TrainStopping,
 }
 
 _encoder = msgspec.json.Encoder()

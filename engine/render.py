@@ -26,10 +26,44 @@ def sparkline(counts: list[int]) -> str:
     return "".join(blocks[round(8 * c / top)] for c in counts)
 
 
-def render_feature_page(page: dict) -> Group:
+def dead_text(dead: dict | None) -> str:
+    """The SAE's dead fraction with its rule's window, or why there is none."""
+    from engine.figures import DEAD_TOKENS, dead_label
+
+    if not dead:
+        return (f"SAE dead fraction: no saved evaluation over {DEAD_TOKENS:,} held-out tokens "
+                "(`saescope eval` measures it)")
+    return (f"SAE {dead_label(dead['dead_tokens'], dead.get('dead_context'))} {dead['dead_fraction']:.1%} "
+            f"(never fired on {dead['dead_tokens']:,} held-out tokens)")
+
+
+def render_eval(result: dict, title: str = "") -> Table:
+    """`saescope eval`: every figure under its name, with its rule (`engine.figures`)."""
+    from engine.figures import FIGURES, dead_label, rule
+
+    table = Table("figure", "value", "rule", title=title)
+    for key, value in result.items():
+        if key in ("dead_tokens", "dead_context"):
+            continue
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if key == "dead_fraction":
+            n = result.get("dead_tokens", result.get("tokens"))
+            table.add_row(dead_label(n, result.get("dead_context")), f"{value:.2%}",
+                          f"never fired on the first {n:,} held-out tokens")
+        elif key in FIGURES:
+            table.add_row(FIGURES[key][1], shown, rule(key).split(": ", 1)[1])
+        else:
+            table.add_row(key, shown, "")
+    return table
+
+
+def render_feature_page(page: dict, dead: dict | None = None) -> Group:
+    """`dead`: the SAE's dead fraction (`SaeView.dead_figure`), shown under the head."""
     head = Text.assemble((f"feature {page['feature']}", "bold"), f"  of {page['d_sae']}  {page['hook']}\n",
-                         f"density {page['density']:.3%}  max {page['max_activation']:.3f}  "
-                         f"mean {page['mean_activation']:.3f}  top tokens {page['description']}")
+                         f"density {page['density']:.3%} of {page['index_tokens']:,} indexed tokens  "
+                         f"max {page['max_activation']:.3f}  "
+                         f"mean (when firing) {page['mean_activation']:.3f}  top tokens {page['description']}\n",
+                         (dead_text(dead), "dim"))
     examples = Table("max", "context (activation shaded)", title="top examples", expand=True, show_lines=False)
     for e in page["examples"]:
         examples.add_row(f"{e['max']:.2f}", shade(e["tokens"], e["acts"], page["max_activation"], e["position"]))

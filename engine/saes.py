@@ -211,3 +211,11 @@ def check_fits(sae, lm) -> str:
     if width != sae.cfg.d_in:
         raise UserError(f"the SAE reads {sae.cfg.d_in}-wide activations but {hook} in {lm.name} is {width} wide")
     return hook
+
+
+def check_features(d_sae: int, features, sae: str = "this SAE") -> None:
+    """Every feature is one of the SAE's (0..d_sae-1), or one `UserError` naming the range.
+    The one check used by pages, trees, ablations and the CLI."""
+    for f in features:
+        if not 0 <= f < d_sae:
+            raise UserError(f"feature {f} is out of range: {sae} has features 0..{d_sae - 1}")

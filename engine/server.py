@@ -169,7 +169,9 @@ class Session:
 
     def execute(self, req: Request, params, ctx: Job) -> Reply:
         try:
-            return Reply(req.id, "ok", result=HANDLERS[req.method](self.state, params, ctx))
+            result = HANDLERS[req.method](self.state, params, ctx)
+            self.state.remeasure()  # what the request opened or grew now counts against the budget
+            return Reply(req.id, "ok", result=result)
         except Cancelled:
             return Reply(req.id, "cancelled")
         except UserError as e:
@@ -188,12 +190,12 @@ def _preload(state: EngineState, spec: str | None) -> None:
         state.model = load_model(spec)
 
 
-def serve_stdio(preload: str | None = None) -> None:
+def serve_stdio(preload: str | None = None, budget: int | None = None) -> None:
     """Serve one session on stdin/stdout until end of input."""
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    state = EngineState()
+    state = EngineState(budget)
     _preload(state, preload)
     Session(state, sys.stdin.buffer, protocol_out).run()
     log("end of input: exiting")
@@ -217,7 +219,7 @@ def parse_address(listen: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def serve_tcp(listen: str, token: str | None = None, preload: str | None = None,
+def serve_tcp(listen: str, token: str | None = None, preload: str | None = None, budget: int | None = None,
               ready: threading.Event | None = None) -> None:
     """Serve TCP connections; each must authenticate with `token` first."""
     host, port = parse_address(listen)
@@ -226,7 +228,7 @@ def serve_tcp(listen: str, token: str | None = None, preload: str | None = None,
         server = _Server((host, port), _Handler)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    server.state, server.token = EngineState(), token
+    server.state, server.token = EngineState(budget), token
     _preload(server.state, preload)
     bound = server.server_address
     if host not in ("127.0.0.1", "localhost", "::1"):

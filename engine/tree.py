@@ -40,28 +40,29 @@ def node_label(sites: list[Site], site: int | None, feature: int | None, kind: s
 class TreeBuilder:
     def __init__(self, splice: Splice, tokens: torch.Tensor, position: int, metric: Target,
                  describe: Callable[[int, int], str] = lambda site, f: "", mode: str = "zero",
-                 method: str = "attribution", top: int = 8, ig_steps: int = 1):
+                 method: str = "attribution", top: int = 8, ig_steps: int = 1, clean=None):
         self.s, self.tokens, self.position, self.metric = splice, tokens, position, metric
         self.describe, self.mode, self.method, self.top, self.ig_steps = describe, mode, method, top, ig_steps
-        self.clean = splice.run(tokens, upto=position)
+        self.clean = clean if clean is not None else splice.run(tokens, upto=position)
 
     # ---- up --------------------------------------------------------------------
     def candidates(self, site: int) -> list[int]:
         acts = self.clean.acts[site][1:self.position + 1]
         return (acts != 0).any(0).nonzero().flatten().tolist()
 
-    def effects_on(self, target: Target, site: int, method: str | None = None) -> dict[int, float]:
+    def effects_on(self, target: Target, site: int, method: str | None = None, *, job=None) -> dict[int, float]:
         method = method or self.method
         if method == "exact":
-            return self.s.exact_effects(self.tokens, target, site, self.candidates(site) + [ERROR], self.mode)
-        eff, err = self.s.attribution_effects(self.tokens, target, site, self.mode, steps=self.ig_steps)
+            return self.s.exact_effects(self.tokens, target, site, self.candidates(site) + [ERROR], self.mode,
+                                        job=job)
+        eff, err = self.s.attribution_effects(self.tokens, target, site, self.mode, steps=self.ig_steps, job=job)
         out = {f: float(eff[f]) for f in eff.abs().topk(min(len(eff), max(self.top * 4, 32))).indices.tolist()}
         out[ERROR] = err
         return out
 
-    def up_children(self, target: Target, site: int, method: str | None = None) -> list[dict]:
+    def up_children(self, target: Target, site: int, method: str | None = None, *, job=None) -> list[dict]:
         method = method or self.method
-        effects = self.effects_on(target, site, method)
+        effects = self.effects_on(target, site, method, job=job)
         ranked = sorted(effects.items(), key=lambda kv: -abs(kv[1]))[: self.top]
         return [self._feature_node(site, f, e, method=method) for f, e in ranked]
 
@@ -72,38 +73,52 @@ class TreeBuilder:
                 "effect": effect, "method": method or self.method,
                 "description": "" if f == ERROR else self.describe(site, f), "children": None}
 
-    def root_up(self, depth: int = 1) -> dict:
+    def root_up(self, depth: int = 1, *, job=None) -> dict:
+        """`job` (an `engine.jobs.Job`) can cancel it and gets progress (the first
+        level, then an equal share for each node expanded below it)."""
+        from engine.jobs import as_job
+
+        job = as_job(job)
         last = len(self.s.sites) - 1
+        first = 1.0 if depth <= 1 else 1.0 / (1 + self.top)
         root = {"node": node_label(self.s.sites, None, None, "metric", self._metric_name()),
                 "effect": float(self.s.value(self.metric, self.clean)), "method": "value",
-                "description": "", "children": self.up_children(self.metric, last)}
-        self._expand_up(root["children"], depth - 1)
+                "description": "", "children": self.up_children(self.metric, last, job=job.span(0.0, first))}
+        self._expand_up(root["children"], depth - 1, job.span(first, 1.0))
         return root
 
-    def expand_up(self, node: dict, method: str | None = None) -> list[dict]:
+    def expand_up(self, node: dict, method: str | None = None, *, job=None) -> list[dict]:
         """Children of a feature node: the previous site's features that drive it."""
         n = node["node"]
         if n["kind"] == "metric":
-            node["children"] = self.up_children(self.metric, len(self.s.sites) - 1, method)
+            node["children"] = self.up_children(self.metric, len(self.s.sites) - 1, method, job=job)
             return node["children"]
         if n["kind"] != "feature" or n["site_index"] == 0:
             node["children"] = []
             return []
         target = Target("feature", self.position, site=n["site_index"], feature=n["feature"])
-        node["children"] = self.up_children(target, n["site_index"] - 1, method)
+        node["children"] = self.up_children(target, n["site_index"] - 1, method, job=job)
         return node["children"]
 
-    def _expand_up(self, nodes: list[dict], depth: int) -> None:
-        if depth <= 0:
+    def _expand_up(self, nodes: list[dict], depth: int, job) -> None:
+        if depth <= 0 or not nodes:
             return
-        for node in nodes:
-            self._expand_up(self.expand_up(node), depth - 1)
+        share = 1.0 / len(nodes)
+        for i, node in enumerate(nodes):
+            part = job.span(i * share, (i + 1) * share)
+            if depth <= 1:
+                self.expand_up(node, job=part)
+                continue
+            first = 1.0 / (1 + self.top)
+            self._expand_up(self.expand_up(node, job=part.span(0.0, first)), depth - 1, part.span(first, 1.0))
 
     # ---- down ------------------------------------------------------------------
-    def down_children(self, site: int, features: list[int], mode: str | None = None) -> list[dict]:
+    def down_children(self, site: int, features: list[int], mode: str | None = None, *, job=None) -> list[dict]:
         """What ablating `features` of `site` (together) changes: next-site features and logits."""
         ivs = [Intervention(site, f, mode or self.mode) for f in features]
-        after = self.s.run(self.tokens, ivs, upto=self.position)
+        if job is not None:
+            job.check()
+        after = self.s.run(self.tokens, ivs, upto=self.position, job=job)
         out = []
         if site + 1 < len(self.s.sites):
             d = after.acts[site + 1][self.position] - self.clean.acts[site + 1][self.position]
@@ -119,19 +134,26 @@ class TreeBuilder:
                         "effect": float(dl[t]), "method": "exact", "description": "", "children": []})
         return out
 
-    def root_down(self, site: int, features: list[int], depth: int = 1, mode: str | None = None) -> dict:
+    def root_down(self, site: int, features: list[int], depth: int = 1, mode: str | None = None,
+                  *, job=None) -> dict:
+        from engine.jobs import as_job
+
+        job = as_job(job)
         root = {"node": {"kind": "ablation", "site": self.s.sites[site].name, "site_index": site,
                          "features": features, "mode": mode or self.mode, "direction": "down"},
                 "effect": 0.0, "method": "exact", "description": "",
-                "children": self.down_children(site, features, mode)}
+                "children": self.down_children(site, features, mode, job=job)}
         if depth > 1:
-            for child in root["children"]:
-                self.expand_down(child)
+            for i, child in enumerate(root["children"]):
+                job.progress(i / len(root["children"]), "ablating downstream", step=i, total=len(root["children"]))
+                self.expand_down(child, job=job)
+        job.progress(1.0, "ablating downstream")
         return root
 
-    def expand_down(self, node: dict) -> list[dict]:
+    def expand_down(self, node: dict, *, job=None) -> list[dict]:
         n = node["node"]
-        node["children"] = self.down_children(n["site_index"], [n["feature"]]) if n["kind"] == "feature" else []
+        node["children"] = (self.down_children(n["site_index"], [n["feature"]], job=job)
+                            if n["kind"] == "feature" else [])
         return node["children"]
 
     def _metric_name(self) -> str:
@@ -144,9 +166,14 @@ class TreeBuilder:
         return f"loss of {tok.decode([m.token])!r} @ {at}"
 
     # ---- checking attribution against exact ---------------------------------------
-    def agreement(self, target: Target, site: int) -> dict:
-        exact = self.s.exact_effects(self.tokens, target, site, self.candidates(site), self.mode)
-        eff, _ = self.s.attribution_effects(self.tokens, target, site, self.mode, steps=self.ig_steps)
+    def agreement(self, target: Target, site: int, *, job=None) -> dict:
+        from engine.jobs import as_job
+
+        job = as_job(job)
+        exact = self.s.exact_effects(self.tokens, target, site, self.candidates(site), self.mode,
+                                     job=job.span(0.0, 0.9))
+        eff, _ = self.s.attribution_effects(self.tokens, target, site, self.mode, steps=self.ig_steps,
+                                            job=job.span(0.9, 1.0))
         feats = sorted(exact)
         a = torch.tensor([exact[f] for f in feats], dtype=torch.float64)
         b = torch.tensor([float(eff[f]) for f in feats], dtype=torch.float64)
@@ -170,16 +197,43 @@ def open_sites(lm, sae_dirs: list[str], index_tokens: int | None = None, corpus=
     """Sites for SAE folders (upstream first); their views give descriptions and means."""
     from engine.inspect import SaeView
 
-    sites, views = [], []
-    for d in sae_dirs:
-        view = SaeView(lm, d, corpus=corpus, index_tokens=index_tokens, context=context)
+    views = [SaeView(lm, d, corpus=corpus, index_tokens=index_tokens, context=context) for d in sae_dirs]
+    return sites_for(lm, views), views
+
+
+def sites_for(lm, views: list) -> list[Site]:
+    """A splice site per SAE view (upstream first), with its mean activation where it has an index."""
+    sites = []
+    for view in views:
         mean = None
         if view.index is not None:
             mean = (view.index.act_sum / view.index.meta["tokens"]).float().to(lm.device)
         name = view.hook.split(".")[-1].removeprefix("hook_")
         sites.append(Site(name, view.hook, view.sae, mean))
-        views.append(view)
-    return sites, views
+    return sites
+
+
+def open_tree(lm, views: list, prompt: str, position: int | None = None, mode: str = "zero",
+              method: str = "attribution", top: int = 8, ig_steps: int = 1, describe: bool = True) -> TreeBuilder:
+    """The one set-up of an ablation tree (CLI, engine, scans): the prompt's tokens, the
+    checked position, the splice over the views' SAEs, and the root metric, the logit of the
+    clean prediction at that position. `views`: `engine.inspect.SaeView`s, upstream first."""
+    from engine.errors import UserError
+    from engine.predict import prompt_tokens
+
+    if mode not in ("zero", "mean"):
+        raise UserError(f"unknown mode {mode!r}: use zero or mean")
+    if method not in ("exact", "attribution"):
+        raise UserError(f"unknown method {method!r}: use exact or attribution")
+    if not 1 <= top <= 100:
+        raise UserError("--top must be 1..100")
+    tokens = prompt_tokens(lm, prompt)
+    at = token_position(tokens, position)
+    splice = Splice(lm, sites_for(lm, views))
+    clean = splice.run(tokens, upto=at)
+    metric = Target("logit", at, token=int(clean.logits[at].argmax()))
+    return TreeBuilder(splice, tokens, at, metric, describer(views) if describe else (lambda site, f: ""),
+                       mode, method, top, ig_steps, clean=clean)
 
 
 def describer(views: list) -> Callable[[int, int], str]:
@@ -215,69 +269,70 @@ def token_position(tokens: torch.Tensor, position: int | None) -> int:
 
 def ablation_tree(lm, upstream: str, downstream: str, prompt: str, position: int | None = None,
                   features: list[int] | None = None, mode: str = "zero", method: str = "attribution",
-                  top: int = 8, depth: int = 1, ig_steps: int = 1, corpus=None, context: int | None = None) -> dict:
+                  top: int = 8, depth: int = 1, ig_steps: int = 1, corpus=None, context: int | None = None,
+                  job=None) -> dict:
     """The headless `saescope ablate`: a tree rooted at the prediction, or at ablated upstream features.
-    `corpus`/`context`: the SAEs' index corpus (a `TokenCorpus`) and window length."""
+    `corpus`/`context`: the SAEs' index corpus (a `TokenCorpus`) and window length;
+    `job` (an `engine.jobs.Job`): cancel and progress."""
     from engine.errors import UserError
-    from engine.predict import prompt_tokens
+    from engine.saes import check_features
 
-    if mode not in ("zero", "mean"):
-        raise UserError(f"unknown mode {mode!r}: use zero or mean")
-    if method not in ("exact", "attribution"):
-        raise UserError(f"unknown method {method!r}: use exact or attribution")
-    if not 1 <= depth <= 4 or not 1 <= top <= 100:
-        raise UserError("--depth must be 1..4 and --top 1..100")
-    tokens = prompt_tokens(lm, prompt)
-    position = token_position(tokens, position)
-    sites, views = open_sites(lm, [upstream, downstream], corpus=corpus, context=context)
-    splice = Splice(lm, sites)
-    clean = splice.run(tokens, upto=position)
-    predicted = int(clean.logits[position].argmax())
-    metric = Target("logit", position, token=predicted)
-    tb = TreeBuilder(splice, tokens, position, metric, describer(views), mode, method, top, ig_steps)
+    if not 1 <= depth <= 4:
+        raise UserError("--depth must be 1..4")
+    _, views = open_sites(lm, [upstream, downstream], corpus=corpus, context=context)
+    tb = open_tree(lm, views, prompt, position, mode, method, top, ig_steps)
     if features:
-        for f in features:
-            if not 0 <= f < sites[0].sae.cfg.d_sae:
-                raise UserError(f"feature {f} is out of range for {upstream} (0..{sites[0].sae.cfg.d_sae - 1})")
-        tree = tb.root_down(0, features, depth)
+        check_features(views[0].d_sae, features, upstream)
+        tree = tb.root_down(0, features, depth, job=job)
     else:
-        tree = tb.root_up(depth)
-    return {"prompt": prompt, "tokens": lm.model.to_str_tokens(tokens[0])[1:], "position": position - 1,
-            "predicted": lm.tokenizer.decode([predicted]), "mode": mode, "method": method, "tree": tree}
+        tree = tb.root_up(depth, job=job)
+    return {"prompt": prompt, "tokens": lm.model.to_str_tokens(tb.tokens[0])[1:], "position": tb.position - 1,
+            "predicted": lm.tokenizer.decode([tb.metric.token]), "mode": mode, "method": method, "tree": tree}
 
 
 def important_uninterpretable(lm, sae_dirs: list[str], prompt: str, position: int | None = None,
                               method: str = "exact", n: int = 10, max_concentration: float = 0.3,
-                              corpus=None, context: int | None = None) -> dict:
+                              corpus=None, context: int | None = None, job=None) -> dict:
     """Features with the largest causal effect on the prediction whose top examples share
-    no obvious token: at most `max_concentration` of them peak on the same token."""
-    from engine.errors import UserError
-    from engine.inspect import top_token_concentration
-    from engine.predict import prompt_tokens
+    no obvious token: at most `max_concentration` of them peak on the same token.
+    `job` (an `engine.jobs.Job`): cancel and progress.
 
-    if method not in ("exact", "attribution"):
-        raise UserError(f"unknown method {method!r}: use exact or attribution")
-    tokens = prompt_tokens(lm, prompt)
-    position = token_position(tokens, position)
+    Only the rows shown are read from the index (in order of effect, until `n`
+    uninterpretable ones are found), so the scan's cost does not grow with the
+    number of candidates beyond their ablations."""
+    from engine.errors import UserError
+    from engine.inspect import describe, top_token_concentration
+    from engine.jobs import as_job
+
+    job = as_job(job)
+
     sites, views = open_sites(lm, sae_dirs, corpus=corpus, context=context)
     if any(v.index is None for v in views):
         raise UserError("every SAE needs its feature index first: run `saescope index SAE_DIR`")
-    splice = Splice(lm, sites)
-    clean = splice.run(tokens, upto=position)
-    metric = Target("logit", position, token=int(clean.logits[position].argmax()))
-    tb = TreeBuilder(splice, tokens, position, metric, method=method)
-    rows = []
+    tb = open_tree(lm, views, prompt, position, method=method, describe=False)
+    metric = tb.metric
+    scan = 0.8  # share of the progress for the ablations; the rest reads examples
+    found = []
     for i, view in enumerate(views):
-        for f, effect in tb.effects_on(metric, i).items():
-            if f == ERROR:
-                continue
-            idx = view.index
-            examples = view._examples(f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], 20)
-            rows.append({"site": sites[i].name, "feature": f, "effect": effect,
-                         "top_token_concentration": top_token_concentration(examples),
-                         "description": describer(views)(i, f)})
-    rows.sort(key=lambda r: -abs(r["effect"]))
+        part = job.span(scan * i / len(views), scan * (i + 1) / len(views))
+        found += [(i, f, effect) for f, effect in tb.effects_on(metric, i, job=part).items() if f != ERROR]
+    found.sort(key=lambda r: -abs(r[2]))
+    rows, uninterpretable = [], []
+    for i, f, effect in found:
+        if len(rows) >= n and len(uninterpretable) >= n:
+            break
+        job.check()
+        view, idx = views[i], views[i].index
+        examples = view._examples(f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], 20)
+        row = {"site": sites[i].name, "feature": f, "effect": effect,
+               "top_token_concentration": top_token_concentration(examples),
+               "description": describe(examples[:10])}  # what `describer` shows: the top 10
+        rows.append(row)
+        if row["top_token_concentration"] <= max_concentration:
+            uninterpretable.append(row)
+        job.progress(scan + (1 - scan) * min(1.0, len(uninterpretable) / max(1, n)), "reading top examples")
+    job.progress(1.0, "reading top examples")
     return {"prompt": prompt, "predicted": lm.tokenizer.decode([metric.token]), "method": method,
             "most_important": rows[:n],
             "max_concentration": max_concentration,
-            "uninterpretable": [r for r in rows if r["top_token_concentration"] <= max_concentration][:n]}
+            "uninterpretable": uninterpretable[:n]}

@@ -15,6 +15,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The registry of detached training jobs (engine.train.detached): one per test session,
+# never the user's own (engines and apps started by tests inherit it).
+if "SAESCOPE_RUNS" not in os.environ:
+    import tempfile
+
+    os.environ["SAESCOPE_RUNS"] = tempfile.mkdtemp(prefix="saescope-test-runs-")
 
 
 def saescope_cmd(*args: str) -> list[str]:

@@ -7,6 +7,8 @@ are handled here and handed to the widgets that show them.
 Notes
 - Keys that must work while typing in the prompt are ctrl keys or F1; the letter
   keys (`?`, `l`, `r`) do the same where no text field has focus.
+- `ctrl+q` while training runs asks whether to leave it running (it is its own
+  process on the engine's side and goes on), stop it (checkpointed), or stay.
 - Starting and restarting the engine never runs twice at once: cancelling a start
   halfway could orphan an engine process. Restarting an engine that still runs
   takes a second press (the palette's command counts as confirmed).
@@ -40,6 +42,7 @@ from tui.widgets.ablation_tree import AblationTree
 from tui.widgets.inspector_pane import InspectorPane
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_pane import TrainPane
+from tui.screens.quit_training import QuitTrainingScreen
 
 TEST_JOB = {"seconds": 60.0, "steps": 120}
 RESTART_CONFIRM_S = 3.0
@@ -103,6 +106,8 @@ class SaescopeApp(App[None]):
                         severity="error", timeout=10)
         else:
             banner.hide()
+        if m.state == "connected":
+            self.query_one(TrainPane).reconnected()  # runs that kept training, and their curves
 
     def on_model_changed(self, m: ModelChanged) -> None:
         bar = self.query_one(StatusBar)
@@ -191,6 +196,30 @@ class SaescopeApp(App[None]):
             return
         self._restart_asked = 0.0
         self._engine_worker = self.run_worker(self.link.restart(), group="engine")
+
+    async def action_quit(self) -> None:
+        """Quit; while training runs, ask first whether to leave it running or stop it."""
+        pane = self.query(TrainPane)
+        jobs = pane.first().book.active_jobs() if pane else []
+        if not jobs or not self.link.connected:
+            self.exit()
+            return
+        if isinstance(self.screen, QuitTrainingScreen):
+            return
+        names = [r.name for job in jobs for r in job.runs if r.active]
+        self.push_screen(QuitTrainingScreen(names), self._quit_chosen)
+
+    def _quit_chosen(self, choice: str | None) -> None:
+        if choice == "leave":
+            self.link.log("quitting; the training runs go on")
+            self.exit()
+        elif choice == "stop":
+            self.notify("Stopping the training runs (checkpointed)…")
+            self.run_worker(self._stop_and_quit(), group="quit")
+
+    async def _stop_and_quit(self) -> None:
+        await self.query_one(TrainPane).stop_all()
+        self.exit()
 
     def action_start_test_job(self) -> None:
         self.run_worker(self._test_job(), group="jobs")

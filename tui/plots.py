@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import plotext as plt
 
+from engine.protocol import DensityHistogram
 from tui.training import tokens_label
 
 plt.terminal.limit(False, False)
@@ -149,11 +150,11 @@ def _positive(xs: list[float], ys: list[float]) -> tuple[list[float], list[float
     return [x for x, _ in keep], [y for _, y in keep]
 
 
-def density(hist: dict | None, width: int, height: int, title: str, colour: int = 39) -> str:
+def density(hist: DensityHistogram | None, width: int, height: int, title: str, colour: int = 39) -> str:
     """The engine's `density_histogram` (`edges`, `counts`, `never_fired`) as bars."""
     if hist is None or width < MIN_WIDTH or height < MIN_HEIGHT:
         return _placeholder(width, height, title, "no histogram yet" if height >= 2 else "")
-    edges, counts = hist["edges"], hist["counts"]
+    edges, counts = hist.edges, hist.counts
     centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
     f = plt.figure
     f.clear()

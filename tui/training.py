@@ -15,8 +15,9 @@ Notes
   later ones, and the live history matches a later replay of the file.
 - `total_steps` is `tokens // batch_size` (at least 1), as the engine counts
   steps; it only feeds the "step/total" column.
-- The form's defaults mirror `TrainConfig`'s (the app may not import it); an
-  empty field is left out of the request, so the engine's own default applies.
+- The form's fields, types and defaults come from `engine.protocol.TrainSettings`,
+  which the engine's `TrainConfig` is built on; an empty field is left out of the
+  request, so the engine's own default applies.
 - `version` counters (per run and for the book) move on every change, so views
   redraw only what changed, on a timer, never per event.
 """
@@ -27,21 +28,44 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal, Optional
 
-ARCHITECTURES = ("relu", "jumprelu", "topk", "batchtopk")
-DEFAULT_HOOK = "blocks.0.hook_mlp_out"
-# What the form starts with: TrainConfig's defaults, as text.
-FORM_DEFAULTS = {"d_sae": "2048", "k": "32", "l1": "5.0", "tokens": "2M", "seed": "0",
-                 "batch_size": "4096", "checkpoint_every": "100", "eval_tokens": "65536"}
-INT_FIELDS = ("d_sae", "k", "tokens", "seed", "batch_size", "checkpoint_every", "eval_tokens", "context")
-FLOAT_FIELDS = ("l1",)
+import msgspec
+
+from engine.protocol import (DEFAULT_TRAIN_HOOK, TRAIN_ARCHITECTURES, DensityHistogram, RunEval, RunMetrics,
+                             RunRead, RunSummary, TrainJobInfo, TrainRecord, TrainSettings)
+
+ARCHITECTURES = TRAIN_ARCHITECTURES
+HOOK_FIELD = "hook"
+OUT = "out"  # keys of the form's own `train.start` run dicts (requests, not results)
+MODEL = "model"
+DEFAULT_HOOK = DEFAULT_TRAIN_HOOK
+# The form's numeric fields and their types come from the engine's `TrainSettings`.
+_FIELDS = {f.name: f for f in msgspec.structs.fields(TrainSettings)}
+INT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is int)
+FLOAT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is float)
+
+
+def form_default(name: str) -> str:
+    """What a form field starts with: `TrainSettings`'s default, as text (`2M` for tokens;
+    empty where the default means "automatic", like context 0)."""
+    f = _FIELDS[name]
+    value = f.default
+    if value is msgspec.NODEFAULT or (name == "context" and value == 0):
+        return ""
+    if name == "tokens":
+        return tokens_label(value)
+    return str(value)
+
+
 # 256-colour codes, readable on dark and light backgrounds; plots and tables share them.
 PALETTE = (39, 208, 76, 170, 220, 203, 44, 141)
-# Final evaluation columns of the comparison table: (key, heading).
-FINAL_METRICS = (("explained_variance", "EV"), ("l0", "L0"), ("mse", "MSE"), ("dead_fraction", "dead"),
-                 ("ce_loss_score", "CE score"), ("kl_div_score", "KL score"),
-                 ("ce_loss_with_sae", "CE w/ SAE"))
+# Final evaluation rows of the comparison table: (heading, value of a `RunEval`).
+FINAL_METRICS: tuple[tuple[str, str, Callable[[RunEval], Optional[float]]], ...] = (
+    ("explained_variance", "EV", lambda e: e.explained_variance), ("l0", "L0", lambda e: e.l0),
+    ("mse", "MSE", lambda e: e.mse), ("dead_fraction", "dead", lambda e: e.dead_fraction),
+    ("ce_loss_score", "CE score", lambda e: e.ce_loss_score), ("kl_div_score", "KL score", lambda e: e.kl_div_score),
+    ("ce_loss_with_sae", "CE w/ SAE", lambda e: e.ce_loss_with_sae))
 
 RunState = Literal["starting", "running", "cancelling", "cancelled", "finished", "error"]
 
@@ -50,21 +74,28 @@ class FormError(ValueError):
     """A form value the app can reject before asking the engine; one line for a person."""
 
 
+def settings_of(spec: dict) -> TrainSettings:
+    """A `train.start` run (settings plus `out`) as the engine's settings struct."""
+    return msgspec.convert({k: v for k, v in spec.items() if k != OUT}, TrainSettings, strict=False)
+
+
 @dataclass(eq=False)
 class Run:
     out: str
-    config: dict
+    config: TrainSettings
     colour: int
     state: RunState = "starting"
-    steps: list[dict] = field(default_factory=list)
-    evals: list[dict] = field(default_factory=list)
-    histogram: dict | None = None
-    final: dict | None = None
+    steps: list[TrainRecord] = field(default_factory=list)
+    evals: list[TrainRecord] = field(default_factory=list)
+    histogram: DensityHistogram | None = None
+    final: RunEval | None = None
     error: str = ""
     shown: bool = True
     """Whether its curves are drawn."""
     job: Job | None = None
-    """The latest `train.start` that trained it (None for a run reopened from its folder)."""
+    """The latest `train.start`/`train.follow` that trained it (None for a run reopened from its folder)."""
+    engine_job: str = ""
+    """The engine's id of the training process that trains (or trained) it."""
     version: int = 0
     _series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
 
@@ -74,17 +105,14 @@ class Run:
 
     @property
     def arch(self) -> str:
-        return str(self.config.get("arch", "topk"))
+        return self.config.arch
 
     @property
-    def total_steps(self) -> int | None:
-        tokens, batch = self.config.get("tokens"), self.config.get("batch_size")
-        if not isinstance(tokens, int) or not isinstance(batch, int) or batch <= 0:
-            return None
-        return max(1, tokens // batch)
+    def total_steps(self) -> int:
+        return self.config.steps
 
     @property
-    def last(self) -> dict | None:
+    def last(self) -> TrainRecord | None:
         return self.steps[-1] if self.steps else None
 
     @property
@@ -93,26 +121,25 @@ class Run:
 
     @property
     def resumable(self) -> bool:
-        return self.state in ("cancelled", "error") and self.final is None and bool(self.config)
+        return self.state in ("cancelled", "error") and self.final is None
 
-    def add(self, record: dict) -> None:
-        kind = record.get("kind")
-        step = record.get("step", 0)
-        if kind == "step":
-            if self.steps and self.steps[-1]["step"] >= step:  # a resume went back to its checkpoint
-                self.steps = [r for r in self.steps if r["step"] < step]
-                self.evals = [r for r in self.evals if r["step"] < step]
+    def add(self, record: TrainRecord) -> None:
+        step = record.step
+        if record.kind == "step":
+            if self.steps and self.steps[-1].step >= step:  # a resume went back to its checkpoint
+                self.steps = [r for r in self.steps if r.step < step]
+                self.evals = [r for r in self.evals if r.step < step]
                 self._series = {}
             self.steps.append(record)
             for key, (xs, ys) in self._series.items():
-                _append_point(xs, ys, record, key)
-            if "density_histogram" in record:
-                self.histogram = record["density_histogram"]
-        elif kind == "eval":
-            self.evals = [r for r in self.evals if r["step"] < step] + [record]
+                _append_point(xs, ys, record, SERIES[key])
+            if record.density_histogram is not None:
+                self.histogram = record.density_histogram
+        elif record.kind == "eval":
+            self.evals = [r for r in self.evals if r.step < step] + [record]
         self.version += 1
 
-    def replay(self, records: list[dict], final: dict | None) -> None:
+    def replay(self, records: list[TrainRecord], final: RunEval | None) -> None:
         """Start over from a metrics file (`train.read`)."""
         self.steps, self.evals, self.histogram, self._series = [], [], None, {}
         for record in records:
@@ -123,32 +150,41 @@ class Run:
         self.version += 1
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
-        """(tokens, values) of one step-record field, for the curves; kept up to date
-        as records arrive once asked for (a redraw never walks the whole history)."""
+        """(tokens, values) of one step-record field (a `SERIES` key), for the curves;
+        kept up to date as records arrive once asked for (a redraw never walks the
+        whole history)."""
         cached = self._series.get(key)
         if cached is None:
             cached = self._series[key] = ([], [])
             for r in self.steps:
-                _append_point(*cached, r, key)
+                _append_point(*cached, r, SERIES[key])
         return cached
 
 
-def _append_point(xs: list[float], ys: list[float], record: dict, key: str) -> None:
-    v = record.get(key)
-    if isinstance(v, (int, float)) and math.isfinite(v):
-        xs.append(record["tokens"])
+# The step-record values the curves draw, by name.
+SERIES: dict[str, Callable[[TrainRecord], Optional[float]]] = {
+    "loss": lambda r: r.loss, "explained_variance": lambda r: r.explained_variance, "l0": lambda r: r.l0,
+    "dead_fraction_window": lambda r: r.dead_fraction_window, "mse": lambda r: r.mse}
+
+
+def _append_point(xs: list[float], ys: list[float], record: TrainRecord,
+                  value: Callable[[TrainRecord], Optional[float]]) -> None:
+    v = value(record)
+    if isinstance(v, (int, float)) and math.isfinite(v) and record.tokens is not None:
+        xs.append(record.tokens)
         ys.append(v)
 
 
 @dataclass(eq=False)
 class Job:
-    """One `train.start` request: its runs, in the order the engine numbers them."""
+    """One `train.start` (or `train.follow`) request: its runs, in the order the engine numbers them."""
 
     runs: list[Run]
     resume: bool = False
     request_id: str | None = None
     cancelling: bool = False
-    """Paused by the user; the request is cancelled as soon as its id is known."""
+    """Paused by the user; the engine is asked to stop it."""
+    engine_job: str = ""
 
 
 class RunBook:
@@ -172,24 +208,33 @@ class RunBook:
             run.version += 1
         self.version += 1
 
-    def _run(self, out: str, config: dict) -> Run:
+    def _run(self, out: str, config: TrainSettings) -> Run:
         run = self.runs.get(out)
         if run is None:
-            run = self.runs[out] = Run(out, dict(config), PALETTE[len(self.runs) % len(PALETTE)])
+            run = self.runs[out] = Run(out, config, PALETTE[len(self.runs) % len(PALETTE)])
         else:
-            run.config = dict(config)
+            run.config = config
         return run
 
     def busy(self, outs: list[str]) -> list[str]:
         """The folders among `outs` that a job in flight is writing."""
         return [o for o in outs if o in self.runs and self.runs[o].active]
 
+    def active_jobs(self) -> list[Job]:
+        """The jobs with a run still training (each once)."""
+        out: list[Job] = []
+        for run in self.runs.values():
+            if run.active and run.job is not None and run.job not in out:
+                out.append(run.job)
+        return out
+
     def start(self, runs: list[dict], resume: bool = False) -> Job:
         """A job for these `train.start` runs (each with its `out`), before it is sent."""
         job = Job([], resume)
         for spec in runs:
-            config = {k: v for k, v in spec.items() if k != "out"}
-            run = self._run(spec["out"], config)
+            known = self.runs.get(spec[OUT])
+            run = self._run(spec[OUT], known.config if known is not None and HOOK_FIELD not in spec
+                            else settings_of(spec))
             run.state, run.error, run.job = "starting", "", job
             if not resume:
                 run.steps, run.evals, run.histogram, run.final = [], [], None, None
@@ -197,20 +242,19 @@ class RunBook:
             self.touch(run)
         return job
 
-    def metrics(self, job: Job, data: dict) -> bool:
-        """A `metrics` event of `job`: `{run, record}`; True when it is the run's first."""
-        index, record = data.get("run"), data.get("record")
-        if not isinstance(index, int) or not 0 <= index < len(job.runs) or not isinstance(record, dict):
+    def metrics(self, job: Job, data: RunMetrics) -> bool:
+        """A `metrics` event of `job`; True when it is the run's first."""
+        if not 0 <= data.run < len(job.runs):
             return False
-        run = job.runs[index]
+        run = job.runs[data.run]
         first = run.state == "starting"
         if first:
             run.state = "running"
-        run.add(record)
+        run.add(data.record)
         self.touch()
         return first
 
-    def finished(self, job: Job, results: list[dict]) -> None:
+    def finished(self, job: Job, results: list[RunEval]) -> None:
         for run, final in zip(job.runs, results):
             run.final, run.state = final, "finished"
             self.touch(run)
@@ -228,18 +272,35 @@ class RunBook:
                 del self.runs[run.out]
         self.touch()
 
-    def opened(self, out: str, result: dict) -> Run:
+    def opened(self, out: str, result: RunRead) -> Run:
         """A run folder read back with `train.read`: its config, records and final evaluation."""
-        run = self._run(out, result.get("config") or {})
+        run = self._run(out, result.config)
         run.job = None
-        run.replay(result.get("records") or [], result.get("eval"))
+        run.replay(result.records, result.eval)
+        if result.state is not None and result.state.state == "failed" and result.eval is None:
+            run.state, run.error = "error", result.state.message
         self.touch()
         return run
 
+    def key_of(self, summary: RunSummary) -> str:
+        """The book's key for a run the engine lists: the folder as this app named it, if known."""
+        return summary.out if summary.out in self.runs else summary.path
+
+    def followed(self, info: TrainJobInfo) -> Job:
+        """A job the engine is training (found by `train.list`), about to be followed."""
+        job = Job([], info.resume, engine_job=info.job)
+        for summary in info.runs:
+            run = self._run(self.key_of(summary), summary.config)
+            run.state, run.error, run.job, run.engine_job = "starting", "", job, info.job
+            job.runs.append(run)
+            self.touch(run)
+        return job
+
     def resume_specs(self, run: Run) -> list[dict]:
-        """The runs to resume with `run`: those of its last job that did not finish, else itself."""
+        """The runs to resume with `run`: those of its last job that did not finish, else
+        itself. Only their folders: the engine resumes each with its saved settings."""
         group = run.job.runs if run.job is not None else [run]
-        return [{**r.config, "out": r.out} for r in group if r.resumable]
+        return [{OUT: r.out} for r in group if r.resumable]
 
 
 # ---- the form -----------------------------------------------------------------------------
@@ -302,13 +363,14 @@ def plan(settings: dict, archs: list[str], out: str, taken) -> list[dict]:
     """
     if not archs:
         raise FormError("pick at least one architecture")
-    if not settings.get("hook"):
+    hook = str(settings.get(HOOK_FIELD) or "")
+    if not hook:
         raise FormError("hook: pick a hook point")
     if out.strip():
         base = out.strip().rstrip("/")
         folders = [base] if len(archs) == 1 else [f"{base}/{a}" for a in archs]
     else:
-        short = hook_short(settings["hook"])
+        short = hook_short(hook)
         n = 1
         while any(taken(f"runs/{a}-{short}-{n}") for a in archs):
             n += 1

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from engine.handlers.basic import model_info, model_load, ping, predict, sleep
+from engine.handlers.basic import model_info, model_load, ping, predict, sleep, workspace
 from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
 from engine.handlers.state import EngineState
-from engine.handlers.training import train_read, train_start
+from engine.handlers.training import train_follow, train_list, train_read, train_start, train_stop
 from engine.handlers.trees import tree_ablate, tree_check, tree_expand, tree_open
 from engine.jobs import Cancelled, Job
 
@@ -23,8 +23,12 @@ HANDLERS: dict[str, Callable] = {
     "model.load": model_load,
     "predict": predict,
     "sleep": sleep,
+    "workspace": workspace,
     "train.start": train_start,
     "train.read": train_read,
+    "train.list": train_list,
+    "train.follow": train_follow,
+    "train.stop": train_stop,
     "sae.open": sae_open,
     "feature.page": feature_page,
     "feature.live": feature_live,
@@ -34,7 +38,7 @@ HANDLERS: dict[str, Callable] = {
     "tree.check": tree_check,
     "tree.ablate": tree_ablate,
 }
-INLINE = {"ping", "model.info", "cancel", "jobs"}
+INLINE = {"ping", "model.info", "cancel", "jobs", "workspace"}
 CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})
 
 __all__ = ["CAPABILITIES", "HANDLERS", "INLINE", "Cancelled", "EngineState", "Job"]

@@ -10,7 +10,7 @@ from engine import __version__
 from engine.errors import UserError
 from engine.handlers.state import EngineState
 from engine.jobs import Job
-from engine.protocol import PROTOCOL_VERSION, ModelInfo, Pong, Prediction, Slept
+from engine.protocol import PROTOCOL_VERSION, ModelInfo, Pong, Prediction, Slept, WorkspaceStats
 
 
 def ping(state: EngineState, params, ctx: Job) -> Pong:
@@ -28,12 +28,13 @@ def model_load(state: EngineState, params, ctx: Job) -> ModelInfo:
 
     ctx.emit("progress", {"message": f"loading {params.spec}", "fraction": 0.0})
     with state.model_lock:
-        lm = load_model(params.spec, params.device, params.dtype)
-        state.model = lm
-        state.views.clear()  # they were tied to the old model
-        state.trees.clear()
+        state.set_model(load_model(params.spec, params.device, params.dtype))
     ctx.emit("progress", {"message": "loaded", "fraction": 1.0})
     return model_info(state, params, ctx)
+
+
+def workspace(state: EngineState, params, ctx: Job) -> WorkspaceStats:
+    return WorkspaceStats(**state.stats())
 
 
 def predict(state: EngineState, params, ctx: Job) -> Prediction:

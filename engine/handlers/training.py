@@ -1,13 +1,25 @@
-"""Handlers for training runs: start (and stream their metrics) and read back."""
+"""Handlers for training runs: start one (as its own process), follow, list, stop, read back.
+
+Notes
+- `train.start` launches the job's training process (`engine.train.detached`) and
+  then follows it like `train.follow`: the run goes on when the client cancels,
+  disconnects or the engine ends. `train.stop` stops it (checkpointed).
+- Settings are checked here first, so bad ones are an error reply at once, before
+  any process starts.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+
+import msgspec
 
 from engine.errors import UserError
 from engine.handlers.state import EngineState
-from engine.jobs import Job
+from engine.jobs import Cancelled, Job
+from engine.protocol import (RunEval, RunRead, TrainJobs, TrainRecord, TrainResult, TrainStopping)
 
 
 class Throttle:
@@ -24,39 +36,118 @@ class Throttle:
             self.emit("metrics", {"run": run, "record": record})
 
 
-def train_start(state: EngineState, params, ctx: Job) -> dict:
-    from pathlib import Path
+def _evals(results: list[dict]) -> list[RunEval]:
+    return [msgspec.convert(r, RunEval, strict=False) for r in results]
 
+
+def _follow(job: str, ctx: Job, replay: bool) -> TrainResult:
+    from engine.train import detached
+
+    throttle = Throttle(ctx.emit)
+
+    def emit(run: int, record: dict, replaying: bool) -> None:
+        throttle(run, record, final=replaying)
+
+    state, results = detached.follow(job, emit, ctx.check, replay=replay)
+    if state.state == "stopped":
+        raise Cancelled()
+    if state.state == "failed":
+        raise UserError(state.message or "the training failed")
+    return TrainResult(job=job, runs=_evals(results))
+
+
+def train_start(state: EngineState, params, ctx: Job) -> TrainResult:
+    from engine.train import detached
     from engine.train.config import TrainConfig
-    from engine.train.loop import train
+    from engine.train.loop import check_new, check_resumable
 
     if not params.runs:
         raise UserError("train.start needs at least one run")
-    cfgs, dirs = [], []
+    runs, cfgs = [], []
     for run in params.runs:
         run = dict(run)
         out = run.pop("out", None)
-        if not out:
+        if not out or not isinstance(out, str):
             raise UserError("each run needs an `out` folder")
-        if "model" not in run and state.model is not None:
+        path = Path(out).expanduser()
+        if params.resume:  # settings left out are the saved run's
+            check_resumable(path)
+            saved = TrainConfig.load(path)
+            run = {**saved.as_dict(), **run}
+        elif "model" not in run and state.model is not None:
             run["model"] = state.model.spec
-        cfgs.append(TrainConfig.from_dict(run))
-        dirs.append(Path(out).expanduser())
-    lm = state.model if state.model is not None and state.model.spec == cfgs[0].model else None
-    throttle = Throttle(ctx.emit)
-    results = train(cfgs, dirs, lm=lm, on_record=throttle, check=ctx.check, resume=params.resume,
-                    log=lambda m: ctx.emit("log", {"message": m}))
-    return {"runs": results}
+        cfg = TrainConfig.from_dict(run)
+        cfg.validate()
+        if (other := detached.busy(path)) is not None:
+            raise UserError(f"{out} is already training (job {other}): train.stop stops it")
+        if params.resume:
+            if saved != cfg:
+                diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in cfg.__struct_fields__
+                        if getattr(saved, k) != getattr(cfg, k)]
+                raise UserError(f"{out} holds a run with a different configuration ({'; '.join(diff)})")
+        else:
+            check_new(path)
+        runs.append((out, path, cfg.as_dict()))
+        cfgs.append(cfg)
+    if len({p.resolve() for _, p, _ in runs}) != len(runs):
+        raise UserError("each run needs its own output folder")
+    from engine.train.loop import check_side_by_side
+
+    check_side_by_side(cfgs)
+    device = state.model.device if state.model is not None and state.model.spec == cfgs[0].model else None
+    job = detached.launch(runs, params.resume, device)
+    ctx.emit("log", {"message": f"training job {job} started (train.stop stops it; "
+                                f"train.follow follows it again)"})
+    return _follow(job, ctx, replay=True)
 
 
-def train_read(state: EngineState, params, ctx: Job) -> dict:
-    from pathlib import Path
+def train_follow(state: EngineState, params, ctx: Job) -> TrainResult:
+    from engine.train import detached
 
-    from engine.train.checkpoint import read_metrics
+    return _follow(detached.find_job(params.job, params.out), ctx, replay=params.replay)
+
+
+def train_list(state: EngineState, params, ctx: Job) -> TrainJobs:
+    from engine.train import detached
+
+    out = []
+    for job in detached.jobs():
+        try:
+            out.append(detached.info(job))
+        except UserError:
+            continue
+    return TrainJobs(jobs=out)
+
+
+def train_stop(state: EngineState, params, ctx: Job) -> TrainStopping:
+    from engine.train import detached
+
+    job = detached.find_job(params.job, params.out, live_only=params.job is None)
+    st = detached.stop(job)
+    return TrainStopping(job=job, state=st.state)
+
+
+def train_read(state: EngineState, params, ctx: Job) -> RunRead:
+    from engine.train import checkpoint as ckpt
+    from engine.train import detached
     from engine.train.config import TrainConfig
 
     path = Path(params.path).expanduser()
     cfg = TrainConfig.load(path)
     final = path / "eval.json"
-    return {"config": json.loads(cfg.to_json()), "records": read_metrics(path),
-            "eval": json.loads(final.read_text()) if final.exists() else None}
+    records = msgspec.convert(ckpt.read_metrics(path) if (path / ckpt.METRICS).exists() else [],
+                              list[TrainRecord], strict=False)
+    run_state = ckpt.read_state(path)
+    if run_state is not None:
+        job_st = detached.job_state(run_state.job) if run_state.job and (detached.job_dir(run_state.job)
+                                                                          / "job.json").exists() else None
+        if job_st is not None:
+            run_state = detached.run_state(path, run_state.job, job_st)
+        elif run_state.state in ("starting", "running") and not detached.pid_alive(run_state.pid):
+            point = ckpt.checkpoint_step(path)
+            run_state = msgspec.structs.replace(
+                run_state, state="failed", message=f"the training process (pid {run_state.pid}) died",
+                checkpoint=point, resumable=point is not None)
+    return RunRead(path=str(path), config=cfg.settings(), records=records,
+                   eval=msgspec.convert(json.loads(final.read_text()), RunEval, strict=False)
+                   if final.exists() else None, state=run_state)

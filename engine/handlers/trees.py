@@ -5,36 +5,45 @@ from __future__ import annotations
 import msgspec
 
 from engine.errors import UserError
-from engine.handlers.state import EngineState
+from engine.handlers.features import open_view
 from engine.jobs import Job
+from engine.saes import check_features
 from engine.protocol import TreeAblated, TreeAgreement, TreeChildren, TreeNode, TreeOpened
+from engine.workspace import Workspace, builder_bytes
 
 
-def tree_open(state: EngineState, params, ctx: Job) -> TreeOpened:
-    from engine.ablate import Splice, Target
-    from engine.predict import prompt_tokens
-    from engine.tree import TreeBuilder, describer, open_sites, token_position
+def tree_open(state: Workspace, params, ctx: Job) -> TreeOpened:
+    from engine.tree import open_tree
 
     lm = state.require_model()
-    tokens = prompt_tokens(lm, params.prompt)
-    position = token_position(tokens, params.position)
-    sites, views = open_sites(lm, [params.upstream, params.downstream], context=params.context)
-    splice = Splice(lm, sites)
-    clean = splice.run(tokens, upto=position)
-    metric = Target("logit", position, token=int(clean.logits[position].argmax()))
-    tb = TreeBuilder(splice, tokens, position, metric, describer(views), params.mode, params.method, params.top)
+    paths = [params.upstream, params.downstream]
+    view_keys: list = []
+
+    def build():
+        views = [open_view(state, p, context=params.context) for p in paths]
+        view_keys[:] = [k for k, v in state.open_items() if any(v is w for w in views)]
+        return open_tree(lm, views, params.prompt, params.position, params.mode, params.method, params.top)
+
+    tb = build()
     root = tb.root_up(depth=1, job=ctx)
-    state.trees[params.tree] = (tb, root)
-    return msgspec.convert({"tree": params.tree, "tokens": lm.model.to_str_tokens(tokens[0])[1:],
-                            "position": position - 1, "predicted": lm.tokenizer.decode([metric.token]),
-                            "sites": [{"name": s.name, "hook": s.hook, "path": str(v.dir)} for s, v in zip(sites, views)],
+    state.open(("tree", params.tree), build, builder_bytes, depends=view_keys, what=f"the tree {params.tree!r}",
+               value=tb)
+    state.tree_roots[params.tree] = root
+    return msgspec.convert({"tree": params.tree, "tokens": lm.model.to_str_tokens(tb.tokens[0])[1:],
+                            "position": tb.position - 1, "predicted": lm.tokenizer.decode([tb.metric.token]),
+                            "sites": [{"name": s.name, "hook": s.hook, "path": p} for s, p in zip(tb.s.sites, paths)],
                             "root": root}, TreeOpened)
 
 
-def _tree_node(state: EngineState, name: str, path: list[int]):
-    if name not in state.trees:
+def _tree(state: Workspace, name: str):
+    """The builder of an open tree (rebuilt if it was evicted) and its root."""
+    if name not in state.tree_roots:
         raise UserError(f"no open tree named {name!r}: send tree.open first")
-    tb, node = state.trees[name]
+    return state.get(("tree", name)), state.tree_roots[name]
+
+
+def _tree_node(state: Workspace, name: str, path: list[int]):
+    tb, node = _tree(state, name)
     for i in path:
         children = node.get("children") or []
         if not 0 <= i < len(children):
@@ -43,7 +52,7 @@ def _tree_node(state: EngineState, name: str, path: list[int]):
     return tb, node
 
 
-def tree_expand(state: EngineState, params, ctx: Job) -> TreeChildren:
+def tree_expand(state: Workspace, params, ctx: Job) -> TreeChildren:
     tb, node = _tree_node(state, params.tree, params.path)
     if node["node"].get("direction") == "down":
         children = tb.expand_down(node, job=ctx)
@@ -52,7 +61,7 @@ def tree_expand(state: EngineState, params, ctx: Job) -> TreeChildren:
     return msgspec.convert({"path": params.path, "children": children}, TreeChildren)
 
 
-def tree_check(state: EngineState, params, ctx: Job) -> TreeAgreement:
+def tree_check(state: Workspace, params, ctx: Job) -> TreeAgreement:
     """Exact against attribution for the children of a node (the metric or a feature)."""
     from engine.ablate import Target
 
@@ -68,14 +77,9 @@ def tree_check(state: EngineState, params, ctx: Job) -> TreeAgreement:
     return msgspec.convert({"path": params.path, **tb.agreement(target, site, job=ctx)}, TreeAgreement)
 
 
-def tree_ablate(state: EngineState, params, ctx: Job) -> TreeAblated:
-    if params.tree not in state.trees:
-        raise UserError(f"no open tree named {params.tree!r}: send tree.open first")
-    tb, _ = state.trees[params.tree]
+def tree_ablate(state: Workspace, params, ctx: Job) -> TreeAblated:
+    tb, _ = _tree(state, params.tree)
     if not 0 <= params.site < len(tb.s.sites):
         raise UserError(f"site {params.site} does not exist")
-    d_sae = tb.s.sites[params.site].sae.cfg.d_sae
-    for f in params.features:
-        if not 0 <= f < d_sae:
-            raise UserError(f"feature {f} is out of range (0..{d_sae - 1})")
+    check_features(tb.s.sites[params.site].sae.cfg.d_sae, params.features, f"the {tb.s.sites[params.site].name} SAE")
     return TreeAblated(root=msgspec.convert(tb.root_down(params.site, params.features, mode=params.mode, job=ctx), TreeNode))

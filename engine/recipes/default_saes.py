@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
+from msgspec.structs import replace
 from pathlib import Path
 
 from engine.paths import WEIGHTS_DIR

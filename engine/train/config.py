@@ -1,4 +1,4 @@
-"""What one SAE training run is: a dataclass saved as `saescope.json` in its folder.
+"""What one SAE training run is: a struct saved as `saescope.json` in its folder.
 
 The sae_lens training config is derived from it (`sae_lens_config`), so the
 saved run folder is the single source of truth for `--resume`.
@@ -7,56 +7,20 @@ saved run folder is the single source of truth for `--resume`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from engine.errors import UserError
+import msgspec
 
-ARCHITECTURES = ("relu", "jumprelu", "topk", "batchtopk")
+from engine.errors import UserError
+from engine.protocol import TRAIN_ARCHITECTURES, TrainSettings
+
+ARCHITECTURES = TRAIN_ARCHITECTURES
 RUN_CONFIG = "saescope.json"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    hook: str
-    """TransformerLens hook point the SAE reads, e.g. `blocks.0.hook_mlp_out`."""
-    arch: str = "topk"
-    """relu (L1 penalty), jumprelu, topk or batchtopk."""
-    d_sae: int = 2048
-    """Number of features."""
-    k: int = 32
-    """Active features per token (topk), on average over the batch (batchtopk), or the
-    target L0 of the quadratic L0 penalty (jumprelu)."""
-    l1: float = 5.0
-    """L1 coefficient (relu) or coefficient of the L0 penalty (jumprelu)."""
-    tokens: int = 2_000_000
-    """Training tokens (activations)."""
-    seed: int = 0
-    """Seed of the SAE's initialisation."""
-    data_seed: int = 0
-    """Seed of the data order; runs that share it can share one model pass."""
-    model: str = "default"
-    """Model spec (see `saescope models`)."""
-    context: int = 0
-    """Tokens per window, BOS included (0: the model's context, at most 256)."""
-    lr: float = 4e-4
-    batch_size: int = 4096
-    """Activations per optimiser step."""
-    warmup_fraction: float = 0.05
-    decay_fraction: float = 0.2
-    """Final fraction of steps over which the learning rate decays linearly to lr/10."""
-    dead_window: int = 1_000_000
-    """A feature that has not fired in this many tokens counts as dead."""
-    checkpoint_every: int = 100
-    """Steps between checkpoints (0: only at the end or on cancel)."""
-    eval_every: int = 0
-    """Steps between evaluations with the SAE spliced in (0: only at the end)."""
-    eval_tokens: int = 65_536
-    """Held-out tokens for each evaluation."""
-
-    @property
-    def steps(self) -> int:
-        return max(1, self.tokens // self.batch_size)
+class TrainConfig(TrainSettings, frozen=True, kw_only=True):
+    """`engine.protocol.TrainSettings` (the fields and their defaults, defined once)
+    plus validation and the run folder's file. Change with `msgspec.structs.replace`."""
 
     def validate(self, d_in: int | None = None) -> None:
         if self.arch not in ARCHITECTURES:
@@ -67,23 +31,34 @@ class TrainConfig:
             raise UserError(f"--k must be between 1 and d_sae ({self.d_sae}), got {self.k}")
         if self.tokens < self.batch_size:
             raise UserError(f"--tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.context < 0 or self.context == 1:
             raise UserError(f"--context must be at least 2 tokens (or 0 for the default), got {self.context}")
         if self.l1 < 0 or self.lr <= 0:
             raise UserError("--l1 must be >= 0 and --lr > 0")
 
+    def as_dict(self) -> dict:
+        return msgspec.structs.asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        return json.dumps(self.as_dict(), indent=2) + "\n"
+
+    def settings(self) -> TrainSettings:
+        """The plain protocol struct (what a reply carries)."""
+        return TrainSettings(**self.as_dict())
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
+        known = set(cls.__struct_fields__)
         unknown = set(data) - known
         if unknown:
             raise UserError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        if "hook" not in data:
+            raise UserError("bad training settings: a hook is required")
         try:
-            return cls(**data)
-        except TypeError as e:
+            return msgspec.convert(data, cls, strict=False)
+        except msgspec.ValidationError as e:
             raise UserError(f"bad training settings: {e}") from None
 
     @classmethod
@@ -93,6 +68,8 @@ class TrainConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except FileNotFoundError:
             raise UserError(f"{run_dir} is not a saescope training run (no {RUN_CONFIG})") from None
+        except NotADirectoryError:
+            raise UserError(f"{run_dir} is not a saescope training run (not a folder)") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{path} is not valid JSON ({e})") from None
 

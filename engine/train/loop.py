@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -61,27 +60,42 @@ def _training_sae(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, devi
 def _prepare_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     saved = run_dir / RUN_CONFIG
     if resume:
-        if not saved.exists():
-            raise UserError(f"nothing to resume in {run_dir} (no {RUN_CONFIG})")
+        check_resumable(run_dir)
         old = TrainConfig.load(run_dir)
         if old != cfg:
-            diff = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in vars(cfg)
+            diff = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in cfg.__struct_fields__
                     if getattr(old, k) != getattr(cfg, k)]
             raise UserError(f"{run_dir} holds a run with a different configuration ({'; '.join(diff)})")
-        # a run stopped in its final stage (saving, evaluating) still has its checkpoint
-        # and is finished again; only the last step of `_finish` removes the checkpoint
-        if (run_dir / "cfg.json").exists() and not ckpt.has_checkpoint(run_dir):
-            raise UserError(f"the run in {run_dir} has already finished")
         return
-    if saved.exists() or (run_dir / "cfg.json").exists():
-        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+    check_new(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     from engine.atomic import atomic_write_text
 
     atomic_write_text(saved, cfg.to_json())
 
 
-def _check_side_by_side(cfgs: list[TrainConfig]) -> None:
+def check_new(run_dir: Path) -> None:
+    """UserError if `run_dir` cannot take a new run."""
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_CONFIG).exists() or (run_dir / "cfg.json").exists():
+        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a folder")
+
+
+def check_resumable(run_dir: Path) -> None:
+    """UserError unless `run_dir` holds a run that `--resume` can continue."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_CONFIG).is_file():
+        what = "does not exist" if not run_dir.exists() else "is not a training run"
+        raise UserError(f"cannot resume {run_dir}: it {what} (no {RUN_CONFIG})")
+    # A run stopped in its final stage (saving, evaluating) still has its checkpoint and
+    # is finished again; `eval.json` is written before `_finish` removes the checkpoint.
+    if (run_dir / "eval.json").exists() or ((run_dir / "cfg.json").exists() and not ckpt.has_checkpoint(run_dir)):
+        raise UserError(f"the run in {run_dir} has already finished")
+
+
+def check_side_by_side(cfgs: list[TrainConfig]) -> None:
     first = cfgs[0]
     for c in cfgs[1:]:
         if (c.model, c.data_seed, c.batch_size, c.context) != (first.model, first.data_seed, first.batch_size,
@@ -91,8 +105,12 @@ def _check_side_by_side(cfgs: list[TrainConfig]) -> None:
 
 def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
           on_record: Callable[[int, dict], None] | None = None, check: Callable[[], None] = lambda: None,
-          resume: bool = False, log: Callable[[str], None] = lambda m: None) -> list[dict]:
-    """Train every run to its end; returns each run's final `eval.json` contents."""
+          resume: bool = False, log: Callable[[str], None] = lambda m: None, job: str = "") -> list[dict]:
+    """Train every run to its end; returns each run's final `eval.json` contents.
+
+    Each run folder's `state.json` says what happened: running (this process's pid),
+    then finished, stopped (cancelled, checkpointed) or failed (with the message);
+    `job` is recorded in it (the id of the training process, see `engine.train.jobs`)."""
     from sae_lens.training.sae_trainer import SAETrainer
 
     from engine.corpus import check_tokenizer, corpus_for, default_context
@@ -104,7 +122,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         raise UserError("nothing to train")
     for c in cfgs:
         c.validate()
-    _check_side_by_side(cfgs)
+    check_side_by_side(cfgs)
     if len({Path(d).resolve() for d in dirs}) != len(dirs):
         raise UserError("each run needs its own output folder")
     lm = lm or load_model(cfgs[0].model)
@@ -125,6 +143,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         if resume and ckpt.has_checkpoint(d):
             start = ckpt.load_checkpoint(d, sae, trainer, tracker)
             ckpt.truncate_metrics(d, start)
+            log(f"{d}: resuming from step {start}")
         else:
             start = 0
             sample = source.norm_sample()[c.hook]
@@ -137,12 +156,37 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     if len(set(starts)) != 1:
         raise UserError(f"the runs' checkpoints are at different steps ({starts}); resume them one by one")
 
+    for r in runs:
+        _state(r.dir, "running", job)
     try:
-        _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log)
-    finally:
+        try:
+            _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log)
+        finally:
+            for r in runs:
+                r.log.close()
+        results = []
         for r in runs:
-            r.log.close()
-    return [_finish(r, lm, log) for r in runs]
+            results.append(_finish(r, lm, log))
+            _state(r.dir, "finished", job)
+        return results
+    except BaseException as e:
+        from engine.jobs import Cancelled
+
+        stopped = isinstance(e, (Cancelled, KeyboardInterrupt))
+        message = "stopped" if stopped else (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
+        for r in runs:
+            if not (r.dir / "eval.json").exists():
+                _state(r.dir, "stopped" if stopped else "failed", job, message)
+        raise
+
+
+def _state(run_dir: Path, state: str, job: str, message: str = "") -> None:
+    from engine.protocol import RunState
+
+    ckpt.write_state(run_dir, RunState(state, job=job, pid=os.getpid() if state == "running" else None,
+                                       message=message, updated=time.time(),
+                                       step=ckpt.last_step(run_dir), checkpoint=ckpt.checkpoint_step(run_dir),
+                                       resumable=state != "finished" and ckpt.checkpoint_step(run_dir) is not None))
 
 
 def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
@@ -167,6 +211,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
             record = _step_record(r, out, step, lr, tokens_done / max(1e-9, time.time() - t0))
             r.log.write(json.dumps(record) + "\n")
             r.log.flush()
+            ckpt.kill_point("step-logged")
             on_record(i, record)
             done = step + 1
             if done == r.cfg.steps or (r.cfg.checkpoint_every and done % r.cfg.checkpoint_every == 0):
@@ -174,6 +219,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
             if r.cfg.eval_every and done % r.cfg.eval_every == 0 and done < r.cfg.steps:
                 rec = {"kind": "eval", "step": step, **_evaluate_training(r, source.lm, check)}
                 r.log.write(json.dumps(rec) + "\n")
+                r.log.flush()
                 on_record(i, rec)
         if step % 50 == 0:
             log(f"step {step}/{total}")
@@ -219,10 +265,13 @@ def _finish(r: Run, lm, log) -> dict:
                   str(Path(tmp) / "sparsity.safetensors"))
         for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # cfg.json last
             os.replace(Path(tmp) / name, r.dir / name)
+            ckpt.kill_point("final-saving")
+    ckpt.kill_point("final-saved")
     sae = load_sae(r.dir, device=lm.device)
     result = {"sae": str(r.dir), "hook": r.cfg.hook, "arch": r.cfg.arch, "d_sae": r.cfg.d_sae,
               **evaluate(lm, r.cfg.hook, sae_reconstructor(sae), r.eval_windows, r.cfg.d_sae)}
     atomic_write_text(r.dir / "eval.json", json.dumps(result, indent=2) + "\n")
-    shutil.rmtree(r.dir / ckpt.CHECKPOINT, ignore_errors=True)
+    ckpt.kill_point("final-evaluated")
+    ckpt.remove_checkpoint(r.dir)
     log(f"{r.dir}: explained variance {result['explained_variance']:.3f}, L0 {result['l0']:.1f}")
     return result

@@ -1,12 +1,21 @@
-"""Every SAE metric saescope shows, computed here and nowhere else.
+"""Every SAE figure saescope shows, computed here and nowhere else.
+
+The names, rules and token windows are in `engine.figures` (torch-free, so the TUI can
+label its columns with them); this module is the torch code that follows them, and
+`engine.train.evaluate` the part that needs the model (CE and KL scores, the dead
+fraction on held-out tokens). Callers pass activations with the BOS position already
+left out.
 
 Notes
 - Explained variance is `1 - sum||x - x_hat||^2 / sum||x - mean(x)||^2`, the
   mean taken per dimension over the same tokens. Streaming versions accumulate in
   float64 so that millions of tokens do not lose precision.
-- "Dead" has two definitions, both reported: not fired in the last `window`
-  tokens (the usual training-time one), and a firing density below
-  `DENSITY_THRESHOLD` over the last full sampling window.
+- "Dead" is one figure: never fired on the first `DEAD_TOKENS` held-out tokens
+  (`HeldOutFiring`, fed by the evaluation). The training-time figures are named
+  apart: the quiet fraction (not fired in the last `window` training tokens) and the
+  rare fraction (density below `DENSITY_THRESHOLD` over the last full window); their
+  record keys (`dead_fraction_window`, `dead_fraction_density`) stay as they were
+  for the files already written.
 - CE scores: `ce_loss_score = (ce_zero - ce_sae) / (ce_zero - ce_clean)` and
   `kl_div_score = (kl_zero - kl_sae) / kl_zero`, with KL(clean || patched) per
   token. The SAE (or zero) replaces the hook's activation at every position
@@ -19,8 +28,19 @@ import math
 
 import torch
 
-DENSITY_THRESHOLD = 1e-5
+from engine.figures import DEAD_TOKENS, DENSITY_THRESHOLD  # noqa: F401  (re-exported)
+
 HIST_BINS = torch.linspace(-8, 0, 33)  # log10 density bin edges; dead features go in the first
+
+
+def firing_density(acts: torch.Tensor) -> torch.Tensor:
+    """Per feature, the fraction of tokens (rows of `acts` [n, d_sae]) it fires on."""
+    return (acts != 0).double().mean(0)
+
+
+def dead_fraction(fired: torch.Tensor) -> float:
+    """Share of features that never fired, from a [d_sae] bool 'fired at least once'."""
+    return 1.0 - fired.double().mean().item()
 
 
 def batch_metrics(x: torch.Tensor, x_hat: torch.Tensor, acts: torch.Tensor) -> dict:
@@ -34,6 +54,42 @@ def batch_metrics(x: torch.Tensor, x_hat: torch.Tensor, acts: torch.Tensor) -> d
         "l0": (acts != 0).sum(-1).double().mean().item(),
         "l1": acts.abs().sum(-1).double().mean().item(),
     }
+
+
+class HeldOutFiring:
+    """Which features fired on the held-out windows of the dead-fraction rule: the
+    first `dead_windows(n_ctx)` windows (`DEAD_TOKENS` tokens); later windows are
+    ignored. Feed it windows in order, activations [windows, positions, d_sae] with
+    the BOS position left out."""
+
+    def __init__(self, d_sae: int, n_ctx: int, device=None) -> None:
+        self.n_ctx, self.limit = n_ctx, dead_windows(n_ctx)
+        self.windows = 0
+        self.fired = torch.zeros(d_sae, dtype=torch.bool, device=device)
+
+    @property
+    def complete(self) -> bool:
+        return self.windows >= self.limit
+
+    def update(self, acts: torch.Tensor) -> None:
+        take = min(len(acts), self.limit - self.windows)
+        if take > 0:
+            self.fired.logical_or_(acts[:take].reshape(-1, acts.shape[-1]).ne(0).any(0).to(self.fired.device))
+        self.windows += len(acts)
+
+    def result(self) -> dict:
+        """`dead_fraction`, its window `dead_tokens` (BOS positions counted, as `tokens`
+        counts them; fewer than `DEAD_TOKENS` when fewer windows were seen) and the
+        window length `dead_context`."""
+        seen = min(self.windows, self.limit)
+        return {"dead_fraction": dead_fraction(self.fired), "dead_tokens": seen * self.n_ctx,
+                "dead_context": self.n_ctx}
+
+
+def dead_windows(n_ctx: int) -> int:
+    """Windows of `n_ctx` tokens in the dead-fraction window (as `TokenCorpus.windows`
+    counts `max_tokens=DEAD_TOKENS`)."""
+    return max(1, DEAD_TOKENS // n_ctx)
 
 
 class StreamingReconstruction:
@@ -95,7 +151,10 @@ class FiringTracker:
         return self.counts.double() / max(1, self.tokens)
 
     def dead_fraction_window(self) -> float:
+        """The quiet fraction: not fired in the last `window` training tokens (not "dead")."""
         return (self.since_fired >= self.window).double().mean().item()
+
+    quiet_fraction = dead_fraction_window
 
     def dead_fraction_density(self) -> float:
         return (self.density() < DENSITY_THRESHOLD).double().mean().item()

@@ -55,6 +55,11 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
 
     for c in cfgs:  # bad settings fail before the model loads
         c.validate()
+    if resume:
+        from engine.train.loop import check_resumable
+
+        for d in dirs:
+            check_resumable(d)
     lm = lm or load_model(cfgs[0].model, device)
     text = corpus if isinstance(corpus, TokenCorpus) else corpus_for(corpus, lm)
 

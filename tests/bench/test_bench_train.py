@@ -7,7 +7,7 @@ measured matmul throughput that the SAE steps reach (issue: SAE training).
 import json
 import os
 import time
-from dataclasses import replace
+from msgspec.structs import replace
 
 import torch
 

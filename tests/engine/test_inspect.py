@@ -148,3 +148,46 @@ def test_stale_index_is_never_used(view):
 def test_memory_is_bounded_by_features_times_k(view):
     sizes = {k: v.numel() for k, v in view.index.tensors().items()}
     assert max(sizes.values()) <= view.d_sae * HIST_BINS  # nothing grows with tokens
+
+
+MEMORY_RUN = """
+import resource, sys, torch
+from engine.models import load_model
+from engine.inspect import SaeView
+lm = load_model("default", device="cpu")
+peaks = []
+for windows in (int(sys.argv[2]), int(sys.argv[3])):
+    view = SaeView(lm, sys.argv[1], index_tokens=windows * 128)
+    view.ensure_index()
+    for f in range(0, view.d_sae, 37):
+        view.feature_page(f, top=5)
+    assert view.windows.shape[0] == windows and view.index.meta["windows"] == windows
+    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(*peaks)
+"""
+# Windows of 128 tokens: 32k and 98k tokens. The peak RSS rises once, by up to about
+# 60 MB, somewhere between 64 and 768 windows (allocator, first full batches; measured),
+# then stays flat (+4 MB from 256 to 1024 windows), hence the tolerance, and an SAE
+# wide enough that anything growing with tokens would exceed it several times over.
+SMALL, LARGE, D_SAE, TOLERANCE_MB = 256, 768, 512, 40
+
+
+def test_index_and_pages_memory_flat_in_tokens(tmp_path):
+    """Peak RSS of indexing and reading pages at 32k tokens, then at 3x as many in the
+    same process: the second adds no more than allocator noise. A buffer growing with
+    tokens would: one float32 per (token, feature) for the extra 65k tokens is 127 MB
+    for this SAE, the SAE inputs (d_in 256) alone 64 MB."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    folder = make_sae(tmp_path / "sae", d_sae=D_SAE)
+    out = subprocess.run([sys.executable, "-c", MEMORY_RUN, str(folder), str(SMALL), str(LARGE)],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    small_kb, large_kb = map(int, out.stdout.split()[-2:])
+    growth_mb = (large_kb - small_kb) / 1024
+    per_token_floats = (LARGE - SMALL) * 127 * D_SAE * 4 / 2**20  # one float per (token, feature)
+    assert growth_mb < TOLERANCE_MB, f"peak RSS grew {growth_mb:.0f} MB from {SMALL} to {LARGE} windows"
+    assert per_token_floats > 3 * TOLERANCE_MB  # the tolerance is well under a buffer that grows with tokens

@@ -1,5 +1,5 @@
 """The UI boundary: no tui module pulls in torch, transformer_lens or sae_lens, and
-from the engine package only `engine.protocol` (plus the tiny `engine/__init__`)
+from the engine package only `engine.protocol` and `engine.figures` (plus the tiny `engine/__init__`)
 is imported. The client stays free of Textual so scripts can use it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import tui
 
 HEAVY = ("torch", "transformer_lens", "sae_lens", "transformers")
-ENGINE_ALLOWED = {"engine", "engine.protocol"}
+ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures"}
 
 
 def tui_modules() -> list[str]:

@@ -19,7 +19,11 @@ import json
 import time
 from pathlib import Path
 
+import msgspec
+
+from engine.protocol import DensityHistogram, RunEval
 from tui.training import FINAL_METRICS, fmt
+from tui.widgets.compare_table import dead_cell
 from tui.widgets.compare_table import CompareTable
 from tui.widgets.plot_view import PlotView
 from tui.widgets.runs_table import RunsTable
@@ -59,8 +63,37 @@ def test_training_pane(make_app, model_loaded, wait_until, tmp_path):
             await bad_values(pilot, wait_until, tmp_path)
             await side_by_side_compare_and_replay(pilot, wait_until, tmp_path)
             await pause_and_resume(pilot, wait_until, tmp_path)
+            await quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path)
+        # The app has quit; the run it left running goes on, in its own process.
+        from engine.train import detached
+
+        state = json.loads((tmp_path / "long" / "state.json").read_text())
+        assert state["state"] == "running" and detached.pid_alive(state["pid"])
+        time.sleep(1.0)
+        assert detached.pid_alive(state["pid"])
+        detached.stop(state["job"])
 
     asyncio.run(main())
+
+
+async def quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path) -> None:
+    """ctrl+q while a run trains asks: esc stays, l leaves it running and quits."""
+    from tui.screens.quit_training import QuitTrainingScreen
+
+    app = pilot.app
+    pane = app.query_one(TrainPane)
+    run = pane.book.runs[str(tmp_path / "long")]
+    await pilot.press("p")  # resume it once more
+    await wait_until(pilot, lambda: run.state == "running", TRAIN_TIMEOUT, "the resumed run")
+    await pilot.press("ctrl+q")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), 5, "the quit question")
+    assert "long is training" in str(app.screen.query_one("#quit-question").render())
+    await pilot.press("escape")
+    await wait_until(pilot, lambda: not isinstance(app.screen, QuitTrainingScreen), 5, "staying")
+    assert app.is_running and run.state == "running"
+    await pilot.press("ctrl+q")
+    await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), 5, "the quit question")
+    await pilot.press("l")
 
 
 async def bad_values(pilot, wait_until, tmp_path) -> None:
@@ -144,8 +177,10 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     await wait_until(pilot, lambda: len(compare.columns) == 4, 2, "the comparison")
     for out in outs:
         final = json.loads((Path(out) / "eval.json").read_text())
-        for key, _ in FINAL_METRICS:
-            assert cell(compare, key, out) == fmt(final[key], "pct" if key == "dead_fraction" else "num"), key
+        typed = msgspec.convert(final, RunEval)
+        for key, _, _ in FINAL_METRICS:
+            want = dead_cell(typed) if key == "dead_fraction" else fmt(final[key], "num")
+            assert cell(compare, key, out) == want, key
     assert cell(compare, "arch", outs[0]) == "relu" and cell(compare, "sparsity", outs[1]) == "k 4"
 
     # Reopening a finished folder replays its metrics file into the table and plots.
@@ -159,14 +194,14 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     await wait_until(pilot, lambda: len(replayed.steps) == 8, 10, "the replay")
     await pilot.pause(0.3)
     recs = [r for r in records(Path(topk)) if r["kind"] == "step"]
-    assert [r["step"] for r in replayed.steps] == [r["step"] for r in recs]
+    assert [r.step for r in replayed.steps] == [r["step"] for r in recs]
     last = recs[-1]
     assert cell(table, topk, "step") == "8/8"
     for column, key in (("loss", "loss"), ("ev", "explained_variance"), ("l0", "l0")):
         assert cell(table, topk, column) == fmt(last[key])
-    assert cell(table, topk, "dead") == fmt(last["dead_fraction_window"], "pct")
-    assert replayed.histogram == last["density_histogram"]
-    assert replayed.final == json.loads((Path(topk) / "eval.json").read_text())
+    assert cell(table, topk, "quiet") == fmt(last["dead_fraction_window"], "pct")
+    assert replayed.histogram == msgspec.convert(last["density_histogram"], DensityHistogram)
+    assert replayed.final == msgspec.convert(json.loads((Path(topk) / "eval.json").read_text()), RunEval)
     assert "opened topk" in pane.info
 
 
@@ -188,9 +223,9 @@ async def pause_and_resume(pilot, wait_until, tmp_path) -> None:
     assert app.link.finished[-1][1:] == ("train.start", "cancelled")
 
     await pilot.press("p")
-    await wait_until(pilot, lambda: run.state == "running" and run.last["step"] >= checkpoint + 2,
+    await wait_until(pilot, lambda: run.state == "running" and run.last.step >= checkpoint + 2,
                      TRAIN_TIMEOUT, "the resumed run's steps")
-    steps = [r["step"] for r in run.steps]
+    steps = [r.step for r in run.steps]
     assert steps == sorted(set(steps))  # nothing twice, whatever the pause cut off
     on_disk = [r["step"] for r in records(folder)]
     assert on_disk[: checkpoint + 2] == list(range(checkpoint + 2))  # continued from the checkpoint

@@ -6,35 +6,41 @@ from __future__ import annotations
 import pytest
 from rich.text import Text
 
+import msgspec
+
+from engine.protocol import DensityHistogram, RunEval, RunMetrics, RunRead, TrainRecord, TrainSettings
 from tui.plots import Series, curves, density, nice_ticks, thin
-from tui.training import FormError, RunBook, fmt, parse_int, parse_settings, plan
+from tui.training import FormError, RunBook, fmt, form_default, parse_int, parse_settings, plan
 
 
-def step(i: int, **extra) -> dict:
-    return {"kind": "step", "step": i, "tokens": (i + 1) * 256, "loss": 100.0 - i,
-            "explained_variance": i / 10, "l0": 4.0, **extra}
+def step(i: int, **extra) -> TrainRecord:
+    return msgspec.convert({"kind": "step", "step": i, "tokens": (i + 1) * 256, "loss": 100.0 - i,
+                            "explained_variance": i / 10, "l0": 4.0, **extra}, TrainRecord)
+
+
+def m(run: int, record: TrainRecord) -> RunMetrics:
+    return RunMetrics(run, record)
 
 
 def test_events_map_to_runs_by_position_and_resume_drops_what_the_checkpoint_lost():
     book = RunBook()
     job = book.start([{"hook": "h", "arch": "topk", "out": "a"}, {"hook": "h", "arch": "relu", "out": "b"}])
     assert [r.state for r in book.ordered()] == ["starting", "starting"]
-    assert book.metrics(job, {"run": 1, "record": step(0)}) is True
-    assert book.metrics(job, {"run": 1, "record": step(1)}) is False
-    assert book.metrics(job, {"run": 7, "record": step(0)}) is False  # out of range: ignored
+    assert book.metrics(job, m(1, step(0))) is True
+    assert book.metrics(job, m(1, step(1))) is False
+    assert book.metrics(job, m(7, step(0))) is False  # out of range: ignored
     a, b = book.get("a"), book.get("b")
     assert (a.state, b.state, len(b.steps)) == ("starting", "running", 2)
     for i in range(2, 6):
-        book.metrics(job, {"run": 1, "record": step(i)})
+        book.metrics(job, m(1, step(i)))
     book.stopped(job, "cancelled")
-    assert b.resumable and book.resume_specs(b) == [{"hook": "h", "arch": "topk", "out": "a"},
-                                                     {"hook": "h", "arch": "relu", "out": "b"}]
+    assert b.resumable and book.resume_specs(b) == [{"out": "a"}, {"out": "b"}]
     again = book.start(book.resume_specs(b), resume=True)
     assert len(b.steps) == 6  # kept until the resumed run reports
-    book.metrics(again, {"run": 1, "record": step(4)})  # the checkpoint was at step 4
-    assert [r["step"] for r in b.steps] == [0, 1, 2, 3, 4]
-    book.finished(again, [{"l0": 4.0}, {"l0": 5.0}])
-    assert b.final == {"l0": 5.0} and not b.resumable and book.busy(["a", "b"]) == []
+    book.metrics(again, m(1, step(4)))  # the checkpoint was at step 4
+    assert [r.step for r in b.steps] == [0, 1, 2, 3, 4]
+    book.finished(again, [RunEval("a", l0=4.0), RunEval("b", l0=5.0)])
+    assert b.final == RunEval("b", l0=5.0) and not b.resumable and book.busy(["a", "b"]) == []
 
 
 def test_a_job_that_fails_before_reporting_leaves_no_rows_and_replays_start_over():
@@ -42,9 +48,11 @@ def test_a_job_that_fails_before_reporting_leaves_no_rows_and_replays_start_over
     job = book.start([{"hook": "h", "out": "x"}])
     book.forget(job)
     assert len(book) == 0
-    run = book.opened("x", {"config": {"tokens": 1024, "batch_size": 256}, "eval": None,
-                            "records": [step(0, density_histogram={"counts": [1]}), step(1), step(2)]})
-    assert run.state == "cancelled" and run.total_steps == 4 and run.histogram == {"counts": [1]}
+    hist = {"edges": [0.0, 1.0], "counts": [1]}
+    run = book.opened("x", RunRead(path="x", config=TrainSettings(hook="h", tokens=1024, batch_size=256),
+                                   records=[step(0, density_histogram=hist), step(1), step(2)]))
+    assert run.state == "cancelled" and run.total_steps == 4
+    assert run.histogram == DensityHistogram([0.0, 1.0], [1])
     assert run.series("loss") == ([256, 512, 768], [100.0, 99.0, 98.0])
 
 
@@ -76,8 +84,7 @@ def test_plots_fit_their_size(size):
     xs = [256 * i for i in range(1, 500)]
     text = curves([Series(xs, [100 / i for i in range(1, 500)], 39), Series(xs, [0.0] * 499, 208)], w, h,
                   "loss (log)", log_y=True)
-    hist = density({"edges": [-8 + i / 4 for i in range(33)], "counts": [0] * 28 + [3, 9, 12, 8],
-                    "never_fired": 0}, w, h, "firing")
+    hist = density(DensityHistogram([-8 + i / 4 for i in range(33)], [0] * 28 + [3, 9, 12, 8], 0), w, h, "firing")
     for out in (text, hist, curves([], w, h, "nothing")):
         lines = Text.from_ansi(out).plain.split("\n")
         assert len(lines) <= h and all(len(line) <= w for line in lines)
@@ -88,3 +95,14 @@ def test_ticks_and_thinning():
     assert nice_ticks(-0.0998, -0.0701, 4, min_step=0.02) == [-0.0998, -0.0701]  # the ends when nothing fits
     xs, ys = thin(list(range(1000)), list(range(1000)), 100)
     assert len(xs) <= 101 and xs[-1] == 999 and xs[0] == 0
+
+
+def test_the_form_starts_with_the_engines_defaults():
+    """Defaults live once: in the engine's `TrainSettings` (which `TrainConfig` is)."""
+    from engine.train.config import TrainConfig
+
+    cfg = TrainConfig(hook="h")
+    assert form_default("d_sae") == str(cfg.d_sae) and form_default("k") == str(cfg.k)
+    assert form_default("l1") == str(cfg.l1) and form_default("checkpoint_every") == str(cfg.checkpoint_every)
+    assert parse_int("tokens", form_default("tokens")) == cfg.tokens
+    assert form_default("context") == ""  # 0: automatic

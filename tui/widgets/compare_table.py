@@ -8,6 +8,10 @@ Notes
   rows are the settings that tell runs apart, then the metrics.
 - A run that has not finished shows its state in place of the metrics.
 - Small enough to refill whole on every change.
+- Row labels are `engine.figures`'s short names, their rules in the table's tooltip;
+  "dead" is the final evaluation's: never fired on the first `DEAD_TOKENS` held-out
+  tokens. A dead fraction measured on fewer tokens (an older or shorter evaluation)
+  shows its window beside it.
 """
 
 from __future__ import annotations
@@ -17,27 +21,38 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
+from engine.figures import FIGURES, dead_label, rule
+from engine.protocol import RunEval
 from tui.training import FINAL_METRICS, Run, fmt, tokens_label
 
-_PCT = {"dead_fraction"}
 LABEL_WIDTH = 11
+FINAL_KEYS = {key for key, _, _ in FINAL_METRICS}
 # Rows: (key, label); the settings first, then the final metrics.
 ROWS = (("arch", "arch"), ("d_sae", "d_sae"), ("sparsity", "k / l1"), ("tokens", "tokens"),
-        *FINAL_METRICS)
+        *((key, FIGURES[key][0] if key in FIGURES else label) for key, label, _ in FINAL_METRICS))
+TOOLTIP = "\n".join(rule(key) for key, _, _ in FINAL_METRICS if key in FIGURES)
+
+
+def dead_cell(final: RunEval) -> str:
+    """The final dead fraction; with its window when not the rule's `DEAD_TOKENS`
+    (files written before `dead_tokens` was recorded: the evaluation's `tokens`)."""
+    text = fmt(final.dead_fraction, "pct")
+    label = dead_label(final.dead_tokens if final.dead_tokens is not None else final.tokens or None,
+                       final.dead_context)
+    return text if label == "dead" else f"{text} ({label[len('dead in '):]})"
 
 
 def column(run: Run) -> dict[str, Text]:
     """Every row's cell for one run (tests compare these with `eval.json`)."""
     c = run.config
-    k, l1 = f"k {c.get('k', '–')}", f"l1 {c.get('l1', '–')}"
+    k, l1 = f"k {c.k}", f"l1 {c.l1}"
     sparse = {"topk": k, "batchtopk": k, "relu": l1}.get(run.arch, f"{k}, {l1}")  # jumprelu: both
-    cells = {"arch": run.arch, "d_sae": fmt(c.get("d_sae"), "int"), "sparsity": sparse,
-             "tokens": tokens_label(c["tokens"]) if isinstance(c.get("tokens"), int) else "–"}
-    for i, (key, _) in enumerate(FINAL_METRICS):
+    cells = {"arch": run.arch, "d_sae": fmt(c.d_sae, "int"), "sparsity": sparse, "tokens": tokens_label(c.tokens)}
+    for i, (key, _, value) in enumerate(FINAL_METRICS):
         if run.final is None:
             cells[key] = run.state if i == 0 else ""
         else:
-            cells[key] = fmt(run.final.get(key), "pct" if key in _PCT else "num")
+            cells[key] = dead_cell(run.final) if key == "dead_fraction" else fmt(value(run.final), "num")
     return {k: Text(v, justify="right") for k, v in cells.items()}
 
 
@@ -53,6 +68,7 @@ class CompareTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._runs: list[Run] = []
+        self.tooltip = TOOLTIP
 
     def on_mount(self) -> None:
         self.show([])
@@ -68,6 +84,6 @@ class CompareTable(DataTable):
             self.add_column(Text(run.name[:width], style=Style(color=f"color({run.colour})", bold=True),
                                  justify="right"), width=width, key=run.out)
         for key, label in ROWS:
-            self.add_row(Text(label, style="bold" if key in dict(FINAL_METRICS) else "dim"),
+            self.add_row(Text(label, style="bold" if key in FINAL_KEYS else "dim"),
                          *(c[key] for c in columns), key=key)
         self.move_cursor(row=min(max(row, 0), len(ROWS) - 1), animate=False)

@@ -2,8 +2,12 @@
 space to show or hide its curves.
 
 Columns: name (in the run's plot colour, ● drawn / ○ hidden), arch, step/total,
-loss, explained variance, L0, dead fraction (not fired within the window),
-tokens per second, state.
+loss, explained variance, L0, quiet fraction (live: not fired within the run's last
+`dead_window` training tokens), dead fraction (of the final evaluation: never fired
+on the first `DEAD_TOKENS` held-out tokens; "–" until the run has finished), tokens
+per second, state. The names and rules are `engine.figures`'s, also in the table's
+tooltip; "dead" means only the final evaluation's figure, the one `saescope eval`
+and the Inspector show.
 
 Notes
 - Rows are keyed by the run's folder; cells are rewritten only for runs whose
@@ -23,13 +27,18 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
+from engine.figures import rule
+from engine.protocol import TrainRecord
 from tui.training import Run, fmt
 
 # (key, heading, width, justify); the name column's width is computed. Cells have no
 # padding: each width holds a one-cell gap (left columns start with a space).
 COLUMNS = (("arch", " arch", 10, "left"), ("step", "step", 10, "right"), ("loss", "loss", 7, "right"),
-           ("ev", "EV", 7, "right"), ("l0", "L0", 6, "right"), ("dead", "dead", 5, "right"),
-           ("rate", "tok/s", 6, "right"), ("state", " state", 11, "left"))
+           ("ev", "EV", 7, "right"), ("l0", "L0", 6, "right"), ("quiet", "quiet", 6, "right"),
+           ("dead", "dead", 5, "right"), ("rate", "tok/s", 6, "right"), ("state", " state", 11, "left"))
+# Which figure each column shows (its name and rule in the tooltip).
+FIGURE_OF = {"ev": "explained_variance", "l0": "l0", "quiet": "dead_fraction_window", "dead": "dead_fraction"}
+TOOLTIP = "\n".join(rule(f) for f in FIGURE_OF.values()) + "\n(EV, L0, quiet: the latest training step)"
 _STATE_STYLE = {"starting": "dim", "running": "green", "cancelling": "yellow", "cancelled": "yellow",
                 "finished": "bold", "error": "red"}
 _SCROLLBAR = 2
@@ -38,12 +47,12 @@ NAME_MAX = 32
 
 def run_cells(run: Run) -> list[Text]:
     """The row of one run (tests compare these with the engine's records)."""
-    last = run.last or {}
-    total = run.total_steps
-    step = "–" if not last else f"{last['step'] + 1}/{total}" if total else str(last["step"] + 1)
-    values = [" " + run.arch, step, fmt(last.get("loss")), fmt(last.get("explained_variance")),
-              fmt(last.get("l0")), fmt(last.get("dead_fraction_window"), "pct"),
-              fmt(last.get("tokens_per_s"), "rate") if run.state in ("running", "starting") else "–",
+    last = run.last or TrainRecord("step", -1)
+    step = "–" if run.last is None else f"{last.step + 1}/{run.total_steps}"
+    values = [" " + run.arch, step, fmt(last.loss), fmt(last.explained_variance),
+              fmt(last.l0), fmt(last.dead_fraction_window, "pct"),
+              fmt(run.final.dead_fraction, "pct") if run.final else "–",
+              fmt(last.tokens_per_s, "rate") if run.state in ("running", "starting") else "–",
               " " + run.state]
     cells = [Text(v, justify=j) for v, (_, _, _, j) in zip(values, COLUMNS)]
     cells[-1].stylize(_STATE_STYLE.get(run.state, ""))
@@ -78,6 +87,7 @@ class RunsTable(DataTable):
         self._runs: list[Run] = []
         self._versions: dict[str, int] = {}
         self._name_width = 0
+        self.tooltip = TOOLTIP
 
     def on_mount(self) -> None:
         self._rebuild()
@@ -111,7 +121,7 @@ class RunsTable(DataTable):
             self._rebuild()
 
     def _wanted_name_width(self) -> int:
-        return min(NAME_MAX, max(12, self.size.width - sum(c[2] for c in COLUMNS) - _SCROLLBAR))
+        return min(NAME_MAX, max(10, self.size.width - sum(c[2] for c in COLUMNS) - _SCROLLBAR))
 
     def _rebuild(self) -> None:
         keep = self.selected

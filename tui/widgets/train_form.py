@@ -10,6 +10,8 @@ Notes
 - The hook list comes from the loaded model (`model.info`'s `hooks`); until then
   it holds the default hook only.
 - Checkboxes take space and Enter themselves; Enter starts from the text fields.
+- Every field starts with the engine's default (`engine.protocol.TrainSettings`,
+  read through `tui.training.form_default`); nothing is repeated here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
-from tui.training import ARCHITECTURES, DEFAULT_HOOK, FORM_DEFAULTS
+from tui.training import ARCHITECTURES, DEFAULT_HOOK, form_default
 
 # Rows of (field, label, width in cells or 0 for the rest of the line).
 ROWS = (
@@ -72,7 +74,7 @@ class TrainForm(VerticalScroll):
                 for i, (name, label, width) in enumerate(row):
                     yield Label(label, classes="-gap" if i else "")
                     # an empty field keeps the engine's default (context: the model's, at most 256)
-                    field = Input(FORM_DEFAULTS.get(name, ""), placeholder="auto", id=f"f-{name}", compact=True)
+                    field = Input(form_default(name), placeholder="auto", id=f"f-{name}", compact=True)
                     field.styles.width = width + 2
                     yield field
         with Horizontal():

@@ -19,6 +19,11 @@ Notes
   checkpoints them at the same step), so resuming restarts them together.
 - A job that fails before reporting anything (bad settings) leaves no rows
   behind, just its one-line error; later failures keep the runs, marked `error`.
+- Training runs in its own process on the engine's side: quitting the app or
+  losing the engine leaves it going. At every connection the pane asks the engine
+  for its training jobs (`train.list`), follows the live ones (`train.follow`:
+  their curves so far, then live) and reads back the ended ones. Pausing is
+  `train.stop`; cancelling a follow only stops following.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from tui.client import EngineError, JobCancelled
 from tui.link import EngineLink
 from tui.plots import Series, curves, density
 from tui.screens.open_run import OpenRunScreen
-from tui.training import FormError, Job, Run, RunBook, parse_settings, plan
+from tui.training import MODEL, OUT, FormError, Job, Run, RunBook, parse_settings, plan
 from tui.widgets.compare_table import CompareTable
 from tui.widgets.plot_view import PlotView
 from tui.widgets.runs_table import RunsTable
@@ -52,6 +57,7 @@ CURVES = (("plot-loss", "loss", "loss", True, None),
           ("plot-l0", "l0", "L0", True, None),
           ("plot-dead", "dead_fraction_window", "dead fraction", False, 0.0))
 IDLE_HINT = "n starts a run · o reopens a run folder"
+MAX_LISTED = 20  # the engine's latest training jobs shown at connection
 
 
 class TrainPane(Vertical):
@@ -124,8 +130,8 @@ class TrainPane(Vertical):
         self.query_one(ViewBar).current = view
         self.query_one(ContentSwitcher).current = view
         if view == "form":
-            if self.link.model and self.link.model.get("hooks"):
-                self.form.set_hooks(self.link.model["hooks"])
+            if self.link.model is not None and self.link.model.hooks:
+                self.form.set_hooks(self.link.model.hooks)
             self.form.focus_first()
         elif self.form.has_focus_within or self.app.focused is None:
             self.runs_table.focus()
@@ -181,8 +187,8 @@ class TrainPane(Vertical):
             title, hist, colour = "firing density: no run selected", None, 39
         else:
             hist, colour = run.histogram, run.colour
-            never = f" · {hist['never_fired']} never fired" if hist else ""
-            step = f" · step {run.last['step'] + 1}" if run.last else ""
+            never = f" · {hist.never_fired} never fired" if hist else ""
+            step = f" · step {run.last.step + 1}" if run.last else ""
             title = f"{run.name}{step}{never}"
         self.query_one("#firing", PlotView).set_draw(lambda w, h: density(hist, w, h, title, colour))
 
@@ -212,7 +218,7 @@ class TrainPane(Vertical):
 
     def start(self, specs: list[dict], resume: bool = False) -> Job | None:
         """Send one `train.start` for these runs (TrainConfig fields plus `out` each)."""
-        busy = self.book.busy([s["out"] for s in specs])
+        busy = self.book.busy([s[OUT] for s in specs])
         if busy:
             self.say(f"{busy[0]} is already training", error=True)
             return None
@@ -225,29 +231,31 @@ class TrainPane(Vertical):
             self.runs_table.select(job.runs[0].out)
         return job
 
-    async def _train(self, job: Job, specs: list[dict]) -> None:
-        names = ", ".join(r.name for r in job.runs)
-
+    def _events(self, job: Job, names: str):
         def on_event(event) -> None:
             if event.kind == "metrics":
                 if self.book.metrics(job, event.data) and all(r.state == "running" for r in job.runs):
                     self.say(f"training {names}: p pauses, f shows firing density")
-            elif event.kind == "log" and event.data.get("message"):
-                self.link.log(f"train: {event.data['message']}")
+            elif event.kind == "log" and event.data.message:
+                self.link.log(f"train: {event.data.message}")
+        return on_event
 
+    def _on_start(self, job: Job):
         def on_start(request_id: str) -> None:
             job.request_id = request_id
             if job.cancelling:  # paused while it waited for the model
                 self.run_worker(self._cancel(job), group="train-cancel", exit_on_error=False)
+        return on_start
 
-        model = specs[0].get("model")
+    async def _train(self, job: Job, specs: list[dict]) -> None:
+        names = ", ".join(r.name for r in job.runs)
+        model = specs[0].get(MODEL)
         try:
             result = await self.link.run("train.start", {"runs": specs, "resume": job.resume},
                                          needs_model=model in (None, self.link.model_spec),
-                                         on_event=on_event, on_start=on_start)
+                                         on_event=self._events(job, names), on_start=self._on_start(job))
         except JobCancelled:
-            self.book.stopped(job, "cancelled")
-            self.say(f"paused {names} (checkpointed): p resumes")
+            await self._cancelled(job, names)
         except asyncio.CancelledError:
             self.book.stopped(job, "cancelled")
             raise
@@ -260,9 +268,73 @@ class TrainPane(Vertical):
                 self.book.forget(job)
             self.say(str(e), error=True)
         else:
-            self.book.finished(job, result.get("runs", []))
+            job.engine_job = result.job
+            self.book.finished(job, result.runs)
             self.say(f"finished {names}: m compares them")
         self.flush()
+
+    async def _cancelled(self, job: Job, names: str) -> None:
+        """The request that followed `job` was cancelled: paused by `p` (the engine stopped
+        it), or cancelled from elsewhere (ctrl+g): then the run is stopped too."""
+        if not job.cancelling:
+            await self._stop(job)
+        self.book.stopped(job, "cancelled")
+        self.say(f"paused {names} (checkpointed): p resumes")
+
+    async def _follow(self, job: Job) -> None:
+        """Follow a job the engine trains (found at connection): its metrics so far, then live."""
+        names = ", ".join(r.name for r in job.runs)
+        try:
+            result = await self.link.run("train.follow", {"job": job.engine_job},
+                                         on_event=self._events(job, names), on_start=self._on_start(job))
+        except JobCancelled:
+            await self._cancelled(job, names)
+        except asyncio.CancelledError:
+            raise
+        except EngineError as e:
+            self.book.stopped(job, "error", str(e))
+            self.say(str(e), error=True)
+        else:
+            self.book.finished(job, result.runs)
+            self.say(f"finished {names}: m compares them")
+        self.flush()
+
+    # ---- finding runs again ---------------------------------------------------------
+    def reconnected(self) -> None:
+        """The engine is (again) reachable: show the runs it trains or trained, follow the live ones."""
+        self.run_worker(self._reattach(), group="train-attach", exclusive=True, exit_on_error=False)
+
+    async def _reattach(self) -> None:
+        client = self.link.client
+        if client is None or not client.connected:
+            return
+        try:
+            listing = await client.call("train.list")
+        except EngineError as e:
+            self.link.log(f"train.list: {e}")
+            return
+        followed = 0
+        for info in listing.jobs[-MAX_LISTED:]:
+            known = [self.book.get(self.book.key_of(r)) for r in info.runs]
+            if info.state.state in ("starting", "running"):
+                if any(run is not None and run.active for run in known):
+                    continue  # followed already (a request of this connection)
+                job = self.book.followed(info)
+                followed += 1
+                self.run_worker(self._follow(job), group="train", exit_on_error=False)
+                continue
+            for summary, run in zip(info.runs, known):
+                if run is not None and (run.active or run.final is not None):
+                    continue
+                try:
+                    read = await client.call("train.read", {"path": summary.path})
+                except EngineError as e:
+                    self.link.log(f"train.read {summary.path}: {e}")
+                    continue
+                self.book.opened(self.book.key_of(summary), read)
+        self.flush()
+        if followed:
+            self.say(f"following {followed} training job{'s' if followed != 1 else ''} that kept running")
 
     # ---- pausing and resuming -----------------------------------------------------
     def action_pause_resume(self) -> None:
@@ -294,13 +366,34 @@ class TrainPane(Vertical):
         self.flush()
 
     async def _cancel(self, job: Job) -> None:
-        client = self.link.client
-        try:
-            if client is None:
-                raise EngineError("the engine is not running")
-            await client.cancel(job.request_id)
-        except EngineError as e:  # it may have just finished
-            self.link.log(f"cancel {job.request_id}: {e}")
+        await self._stop(job)
+
+    async def _stop(self, job: Job, tries: int = 20) -> bool:
+        """Ask the engine to stop the training process of `job` (checkpointed). Right
+        after a start the process may not be registered yet: asked again a few times."""
+        for attempt in range(tries):
+            client = self.link.client
+            if client is None or not client.connected:
+                self.link.log("train.stop: the engine is not running")
+                return False
+            params = {"job": job.engine_job} if job.engine_job else {"out": job.runs[0].out}
+            try:
+                await client.call("train.stop", params)
+                return True
+            except EngineError as e:  # not started yet, or it has just finished
+                if attempt == tries - 1 or not any(r.active for r in job.runs):
+                    self.link.log(f"train.stop: {e}")
+                    return False
+            await asyncio.sleep(0.25)
+        return False
+
+    async def stop_all(self) -> int:
+        """Stop every job still training (the quit dialog's "stop"); returns how many were asked."""
+        jobs = self.book.active_jobs()
+        for job in jobs:
+            job.cancelling = True
+        done = await asyncio.gather(*(self._stop(job, tries=8) for job in jobs))
+        return sum(done)
 
     def resume(self, run: Run | None = None) -> None:
         run = run or self.selected
@@ -336,7 +429,9 @@ class TrainPane(Vertical):
         run = self.book.opened(path, result)
         self.flush()
         self.runs_table.select(run.out)
-        done = "finished" if run.final is not None else "not finished: p resumes it"
+        live = result.state is not None and result.state.state in ("starting", "running")
+        done = ("finished" if run.final is not None else "still training (r reconnects to follow it)" if live
+                else "not finished: p resumes it")
         self.say(f"opened {run.name}: {len(run.steps)} steps, {done}")
         self.flush()
 
