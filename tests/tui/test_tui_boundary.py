@@ -49,3 +49,35 @@ def test_every_tui_module_stays_light():
 def test_client_has_no_textual():
     loaded = loaded_after_import("tui.client")
     assert not any(m.split(".")[0] == "textual" for m in loaded)
+
+
+# Dicts of the TUI's own whose keys are strings by nature, not engine results.
+OWN_DICTS = {"os.environ", "environ", "self._cursor", "PLACEHOLDERS", "KEYS", "self.styles"}
+
+
+def string_key_reads(source: str) -> list[str]:
+    """Every read `x["key"]` and `x.get("key")` in a module, as `x['key']` text (writes,
+    which build request params, are fine)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) \
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            found.append(f"{ast.unparse(node.value)}[{node.slice.value!r}]")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            found.append(f"{ast.unparse(node.func.value)}[{node.args[0].value!r}]")
+    return found
+
+
+def test_the_tui_reads_results_as_typed_structs_not_string_keys():
+    """Results and events arrive as `engine.protocol` structs: a renamed field is an
+    attribute error in tests and type checks, never a silent `None` at run time."""
+    assert string_key_reads('r["top"]; r.get("x"); r.top; d[0]; p["a"] = 1') == ["r['top']", "r['x']"]
+    offenders = []
+    for path in sorted(Path(tui.__file__).parent.rglob("*.py")):
+        for read in string_key_reads(path.read_text()):
+            if read.split("[")[0] not in OWN_DICTS:
+                offenders.append(f"{path.relative_to(Path(tui.__file__).parent.parent)}: {read}")
+    assert not offenders, "string keys into results:\n" + "\n".join(offenders)
