@@ -1,23 +1,15 @@
-"""Rich renderings for the headless commands (the TUI draws its own from the same data)."""
+"""Rich renderings for the headless commands: tables and trees around the feature text
+of `engine.feature_text`, which the TUI draws with too."""
 
 from __future__ import annotations
 
+import msgspec
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-
-def shade(tokens: list[str], acts: list[float], peak: float, mark: int | None = None) -> Text:
-    """Tokens with a background whose strength follows the activation (0..peak)."""
-    text = Text()
-    for i, (tok, a) in enumerate(zip(tokens, acts)):
-        level = 0.0 if peak <= 0 else max(0.0, min(1.0, a / peak))
-        shown = tok.replace("\n", "⏎").replace("\t", "→")
-        style = f"on rgb({int(40 + 200 * level)},{int(40 + 60 * level)},40)" if level > 0 else ""
-        if i == mark:
-            style += " bold underline"
-        text.append(shown, style=style.strip() or None)
-    return text
+from engine.feature_text import node_label, shade, visible_token
+from engine.protocol import FeaturePage, TreeNode
 
 
 def sparkline(counts: list[int]) -> str:
@@ -57,65 +49,51 @@ def render_eval(result: dict, title: str = "") -> Table:
     return table
 
 
-def render_feature_page(page: dict, dead: dict | None = None) -> Group:
-    """`dead`: the SAE's dead fraction (`SaeView.dead_figure`), shown under the head."""
-    head = Text.assemble((f"feature {page['feature']}", "bold"), f"  of {page['d_sae']}  {page['hook']}\n",
-                         f"density {page['density']:.3%} of {page['index_tokens']:,} indexed tokens  "
-                         f"max {page['max_activation']:.3f}  "
-                         f"mean (when firing) {page['mean_activation']:.3f}  top tokens {page['description']}\n",
+def render_feature_page(result: dict, dead: dict | None = None) -> Group:
+    """A `feature.page` result (as the engine's `FeaturePage`); `dead`: the SAE's dead
+    fraction (`SaeView.dead_figure`), shown under the head."""
+    page = msgspec.convert(result, FeaturePage)
+    head = Text.assemble((f"feature {page.feature}", "bold"), f"  of {page.d_sae}  {page.hook}\n",
+                         f"density {page.density:.3%} of {page.index_tokens:,} indexed tokens  "
+                         f"max {page.max_activation:.3f}  "
+                         f"mean (when firing) {page.mean_activation:.3f}  top tokens {page.description}\n",
                          (dead_text(dead), "dim"))
     examples = Table("max", "context (activation shaded)", title="top examples", expand=True, show_lines=False)
-    for e in page["examples"]:
-        examples.add_row(f"{e['max']:.2f}", shade(e["tokens"], e["acts"], page["max_activation"], e["position"]))
+    for e in page.examples:
+        examples.add_row(f"{e.max:.2f}", shade(e.tokens, e.acts, page.max_activation, e.position))
     samples = Table("act", "context", title="a random sample of other firing windows", expand=True)
-    for e in page["samples"]:
-        samples.add_row(f"{e['max']:.2f}", shade(e["tokens"], e["acts"], page["max_activation"], e["position"]))
-    counts = page["histogram"]["counts"]
+    for e in page.samples:
+        samples.add_row(f"{e.max:.2f}", shade(e.tokens, e.acts, page.max_activation, e.position))
+    counts = page.histogram.counts
     nz = [i for i, c in enumerate(counts) if c]
     hist = Text("histogram (log10 activation): ")
     if nz:
         lo, hi = nz[0], nz[-1] + 1
-        edges = page["histogram"]["edges"]
+        edges = page.histogram.edges
         hist.append(f"{edges[lo]:.3g} {sparkline(counts[lo:hi])} {edges[hi]:.3g}")
     logits = Table("boosts", "", "suppresses", "", title="logit effects (direct path)")
-    for t, b in zip(page["logits"]["top"], page["logits"]["bottom"]):
-        logits.add_row(repr(t["token"]), f"{t['value']:+.3f}", repr(b["token"]), f"{b['value']:+.3f}")
-    neighbours = Text("neighbours: " + "  ".join(f"#{n['feature']} ({n['cosine']:.2f})" for n in page["neighbours"]))
+    for t, b in zip(page.logits.top, page.logits.bottom):
+        logits.add_row(visible_token(t.token), f"{t.value:+.3f}", visible_token(b.token), f"{b.value:+.3f}")
+    neighbours = Text("neighbours: " + "  ".join(f"#{n.feature} ({n.cosine:.2f})" for n in page.neighbours))
     return Group(head, examples, samples, hist, logits, neighbours)
 
 
-def node_text(n: dict) -> str:
-    node = n["node"]
-    kind = node["kind"]
-    if kind == "feature":
-        head = f"{node['site']} #{node['feature']}"
-    elif kind == "error":
-        head = f"{node['site']} error term"
-    elif kind == "logit":
-        head = f"logit {node['token']!r}"
-    elif kind == "ablation":
-        head = f"ablate {node['site']} {', '.join('#' + str(f) for f in node['features'])} ({node['mode']})"
-    else:
-        head = node.get("metric", kind)
-    eff = "" if n["method"] == "value" else f" {n['effect']:+.4f}"
-    tag = {"exact": " (exact)", "attribution": " (attr)", "value": f" = {n['effect']:.3f}"}.get(n["method"], "")
-    desc = f"  {n['description']}" if n.get("description") else ""
-    return f"{head}{eff}{tag}{desc}"
-
-
 def render_tree(result: dict):
+    """`saescope ablate`: the tree drawn with the Ablation pane's node labels."""
     from rich.tree import Tree
 
     title = (f"[bold]{result['prompt']!r}[/] @ {result['position']} "
              f"({result['tokens'][result['position']]!r}) -> {result['predicted']!r}  "
-             f"method {result['method']}, mode {result['mode']}")
+             f"method {result['method']}, mode {result['mode']}  (≈ attributed, = exact)")
     root = Tree(title)
 
-    def add(parent, n):
-        branch = parent.add(node_text(n), style="red" if n["effect"] < 0 and n["method"] != "value" else None)
-        for c in n.get("children") or []:
-            add(branch, c)
-    add(root, result["tree"])
+    def add(parent, n: TreeNode, biggest: float):
+        branch = parent.add(node_label(n, biggest))
+        kids = n.children or []
+        most = max((abs(c.effect) for c in kids), default=0.0)
+        for c in kids:
+            add(branch, c, most)
+    add(root, msgspec.convert(result["tree"], TreeNode), 0.0)
     return root
 
 

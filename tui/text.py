@@ -7,15 +7,11 @@ Notes
 
 from __future__ import annotations
 
-_WHITESPACE = str.maketrans({" ": "·", "\n": "↵", "\t": "→", "\r": "␍"})
+from engine.feature_text import visible_token
+
+__all__ = ["bar", "visible_token"]
+
 _EIGHTHS = " ▏▎▍▌▋▊▉"
-
-
-def visible_token(token: str) -> str:
-    """A token with its whitespace shown: `" f"` -> `"·f"`, `"\\n"` -> `"↵"`."""
-    if token == "":
-        return "∅"
-    return token.translate(_WHITESPACE)
 
 
 def bar(fraction: float, width: int) -> str:

@@ -41,7 +41,7 @@ def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae:
 
     The dead fraction follows its one rule (`engine.figures`): never fired on the
     first `DEAD_TOKENS` held-out tokens. `dead_windows` are those windows
-    (`held_out_windows(corpus, n_ctx, DEAD_TOKENS)`); the ones beyond `windows` get an
+    (`corpus.windows(n_ctx, split="held_out", max_tokens=DEAD_TOKENS)`); the ones beyond `windows` get an
     encode-only pass. Without them the dead fraction is measured on `windows` alone
     and `dead_tokens` in the result says on how many tokens."""
     from engine.jobs import as_job
@@ -94,14 +94,6 @@ def evaluate(lm, hook: str, reconstruct: Callable, windows: torch.Tensor, d_sae:
             firing = held_out_firing(lm, hook, reconstruct, dead_windows,
                                      HeldOutFiring(d_sae, dead_windows.shape[1], device), job=job)
     return {**scores, **recon.result(), **firing.result(), "tokens": int(windows.numel())}
-
-
-def held_out_windows(corpus, n_ctx: int, tokens: int) -> torch.Tensor:
-    """The first `tokens` held-out tokens of `corpus` in windows of `n_ctx` (at least
-    the dead-fraction window, so one set of windows serves both)."""
-    from engine.figures import DEAD_TOKENS
-
-    return corpus.windows(n_ctx, split="held_out", max_tokens=max(tokens, DEAD_TOKENS))
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """The UI boundary: no tui module pulls in torch, transformer_lens or sae_lens, and
-from the engine package only `engine.protocol` and `engine.figures` (plus the tiny `engine/__init__`)
+from the engine package only `engine.protocol`, `engine.figures` and `engine.feature_text` (plus the
+tiny `engine/__init__`)
 is imported. The client stays free of Textual so scripts can use it."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import tui
 
 HEAVY = ("torch", "transformer_lens", "sae_lens", "transformers")
-ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures"}
+ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures", "engine.feature_text"}
 
 
 def tui_modules() -> list[str]:

@@ -5,6 +5,7 @@ two levels expanded, a node ablated, and that node opened in the Inspector."""
 from __future__ import annotations
 
 import re
+import shutil
 import time
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from tests.tui.sae_setup import PROMPT, TOKEN, sae_engine  # noqa: F401 (a fixture)
 from tests.tui.test_tui_e2e_tmux import Tmux, quit_cleanly, tmux  # noqa: F401 (a fixture)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
 
 def keys(tmux: Tmux, *names: str) -> None:

@@ -9,7 +9,7 @@ import msgspec
 
 from engine.protocol import NodeLabel, TreeNode
 
-from tui.feature_text import context_token, effect_bar, node_label, shade
+from engine.feature_text import context_token, effect_bar, node_label, shade
 from tui.page_cache import PageCache
 from tui.tree_state import find_chain, node_key, open_chains
 from tui.widgets.inspector_pane import prefetch_order

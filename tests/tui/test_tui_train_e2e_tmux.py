@@ -1,7 +1,8 @@
 """End to end: two SAE runs started from the Training pane of the real `saescope`
 command in tmux at 80x24, typed at like a person, training side by side with
-their curves on screen, then a clean quit while they train (the engine
-checkpoints them). Uses the helpers of `test_tui_e2e_tmux`.
+their curves on screen, then a quit while they train that stops them
+(checkpointed); and a run that outlives the app and its engine. Uses the helpers
+of `test_tui_e2e_tmux`.
 
 Notes
 - Keys go one `send-keys` at a time with a short pause: a burst of keys in one
@@ -11,8 +12,14 @@ Notes
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shlex
+import signal
+import sys
 import time
+from pathlib import Path
 
 from tests.tui.test_tui_e2e_tmux import Tmux, pytestmark, quit_cleanly, tmux  # noqa: F401 (fixture)
 
@@ -58,9 +65,87 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
     assert any(" relu " in r for r in rows) and any(" topk " in r for r in rows)
     assert "explained variance" in screen and "dead fraction" in screen and "L0 (log)" in screen
 
-    # Quitting while they train: the engine checkpoints them at its end of input.
-    quit_cleanly(tmux)
+    # Quitting while they train asks first; "s" stops them (checkpointed) and quits.
+    tmux("send-keys", "-t", "app", "C-q")
+    tmux.wait_for("Leave running", 10)
+    keys(tmux, "s")
+    tmux.wait_for("EXIT=0", 60)
     for arch in ("relu", "topk"):
         folder = tmp_path / "runs" / f"{arch}-b0-mlp_out-1"
         assert (folder / "metrics.jsonl").exists()
         assert (folder / "checkpoint").exists() or (folder / "eval.json").exists()
+
+
+def _step(screen: str, name: str) -> int | None:
+    """The step count of run `name` in the runs table (`123/585`)."""
+    for line in screen.splitlines():
+        if name in line:
+            m = re.search(r"\s(\d+)/(\d+)\s", line)
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
+    """A run started from the Training pane; its engine (reached through a command, as
+    over ssh) killed with SIGKILL: `r` starts another, which finds the run still
+    training. Then ctrl+q, "l": the app quits, the run goes on; the app opened again
+    shows it live (its step count advancing) and then finished."""
+    pidfile = tmp_path / "engine.pid"
+    engine = f"sh -c 'echo $$ > {pidfile}; exec {sys.executable} -m engine engine serve --stdio'"
+    app = f"cd {shlex.quote(str(tmp_path))} && exec saescope --engine {shlex.quote(engine)}"
+    tmux.start(f"bash -c {shlex.quote(app)}")
+    tmux.wait_for("mini-gelu-1l")
+    keys(tmux, "C-p")
+    keys(tmux, "Start training", pause=1.0)
+    keys(tmux, "Enter")
+    tmux.wait_for("eval tok", 10)
+    # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens; then start
+    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "120k", "Tab", "256", "Tab", "Tab", "512", "Enter")
+    name = "topk-b0-mlp_out-1"
+    folder = tmp_path / "runs" / name
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    while (_step(tmux.screen(), name) or 0) < 3:
+        assert time.monotonic() < deadline, tmux.screen()
+        time.sleep(0.25)
+
+    # The transport dies (the engine with it): the run goes on, a new engine finds it.
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    tmux.wait_for("died", 20)
+    keys(tmux, "r")
+    tmux.wait_for("following 1 training job", 60)
+    first = _step(tmux.wait_for(name, 30), name)
+    time.sleep(3.0)
+    later = _step(tmux.screen(), name)
+    assert first is not None and later is not None and later > first, tmux.screen()
+
+    # ctrl+q asks; "l" leaves the run running.
+    keys(tmux, "C-q")
+    tmux.wait_for("Leave running", 10)
+    keys(tmux, "l")
+    tmux.wait_for("EXIT=0", 30)
+    state = json.loads((folder / "state.json").read_text())
+    assert state["state"] == "running"
+    from engine.train.detached import pid_alive
+
+    assert pid_alive(state["pid"])
+    steps_then = sum(1 for _ in (folder / "metrics.jsonl").open())
+    time.sleep(2.0)
+    assert sum(1 for _ in (folder / "metrics.jsonl").open()) > steps_then  # still training
+
+    # Opened again: the run is there, live, and then finished.
+    tmux("kill-session", "-t", "app")
+    tmux.start(f"bash -c {shlex.quote(app)}")
+    screen = tmux.wait_for("running", 60)
+    first = _step(screen, name)
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    while True:
+        screen = tmux.screen()
+        if "finished" in screen:
+            break
+        assert time.monotonic() < deadline, screen
+        time.sleep(0.5)
+    last = _step(screen, name)
+    assert first is not None and last == 468 and last > first, screen
+    assert (folder / "eval.json").exists()
+    quit_cleanly(tmux)

@@ -30,7 +30,7 @@ from textual.widgets.tree import TreeNode
 
 from engine.protocol import TreeAgreement
 from engine.protocol import TreeNode as Node
-from tui.feature_text import node_label
+from engine.feature_text import node_label
 
 Path = tuple[int, ...]
 

@@ -3,7 +3,7 @@ context with every token shaded by the feature's activation on it.
 
 Notes
 - Lines are cut to the widget's width with the peak token kept in view (see
-  `tui.feature_text.shade`), so the list is redrawn when its width changes.
+  `engine.feature_text.shade`), so the list is redrawn when its width changes.
 - Shading is relative to the feature's maximum over the whole index, not the
   window's, so a weak example looks weak.
 """
@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.protocol import Example
-from tui.feature_text import shade
+from engine.feature_text import shade
 
 VALUE_WIDTH = 6
 

@@ -7,7 +7,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.protocol import Histogram
-from tui.feature_text import histogram
+from engine.feature_text import histogram
 
 HEIGHT = 10
 

@@ -1,9 +1,11 @@
-"""Rich text for features, drawn from what the engine returns: shaded example
-windows, the activation histogram (plotext), and the labels of ablation-tree nodes.
+"""Rich text for features, drawn from the engine's results (`engine.protocol` structs):
+tokens made visible, shaded example windows, the activation histogram (plotext),
+and the labels of ablation-tree nodes. The one rendering of feature text: the
+TUI's widgets and the CLI (`engine/render.py`) both draw with it.
 
 Notes
-- Shading follows engine/render.py (the CLI's rendering), so a page reads the same
-  in both: background strength is the activation over the feature's maximum.
+- Torch-free (rich, plotext and the protocol only), so the TUI may import it.
+- Shading: background strength is the activation over the feature's maximum.
 - In example windows spaces stay spaces and deep indentation is cut to two
   cells: a window of code drawn with `·` for every space is hard to read.
 - An example is cut to the width it is drawn at, keeping the peak token in view
@@ -22,10 +24,17 @@ from rich.text import Text
 
 from engine.protocol import TreeNode
 
-from tui.text import visible_token
-
+_WHITESPACE = str.maketrans({" ": "·", "\n": "↵", "\t": "→", "\r": "␍"})
 AFTER_PEAK = 4  # tokens kept after the peak when an example is cut to width
 _BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def visible_token(token: str) -> str:
+    """A token with its whitespace shown: `" f"` -> `"·f"`, `"\\n"` -> `"↵"` (tokens keep
+    their leading spaces, which matter: " f" and "f" are different tokens)."""
+    if token == "":
+        return "∅"
+    return token.translate(_WHITESPACE)
 
 
 def context_token(token: str) -> str:
