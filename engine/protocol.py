@@ -105,8 +105,9 @@ class SleepParams(msgspec.Struct, forbid_unknown_fields=True):
 class TrainStartParams(msgspec.Struct, forbid_unknown_fields=True):
     """Runs trained side by side: each a dict of `TrainSettings` fields plus `out` (its folder);
     with `resume`, fields left out are the saved run's (`{"out": ...}` alone resumes it).
-    The training is a process of its own: cancelling this request stops only the
-    following (`train.stop` stops the training)."""
+    The training is a process of its own: cancelling this request stops it
+    (checkpointed; the reply comes once it has stopped), the client going away does
+    not; `train.follow` follows it again."""
 
     runs: list[dict[str, Any]]
     resume: bool = False
@@ -267,13 +268,19 @@ class Cancelling(Result):
 
 
 class JobInfo(msgspec.Struct):
+    """A job of this session: running, or among the last few that ended."""
+
     id: str
     method: str
     started: float
+    status: Literal["running", "ok", "error", "cancelled"] = "running"
+    error: Optional[str] = None  # why it failed
+    ended: Optional[float] = None
 
 
 class JobList(Result):
-    jobs: list[JobInfo]
+    jobs: list[JobInfo]  # running now
+    ended: list[JobInfo] = []  # the last few that ended, oldest first, with their status and error
 
 
 class WorkspaceStats(Result):

@@ -15,11 +15,13 @@ Notes
 
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 import socketserver
 import sys
 import threading
+import time
 import traceback
 from typing import BinaryIO
 
@@ -33,6 +35,9 @@ from engine.protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Auth, Cancelling,
                              JobList, Reply, Request, decode, encode, parse_params)
 
 
+ENDED_KEPT = 20  # ended jobs that `jobs` still lists, with their status
+
+
 def log(message: str) -> None:
     print(f"[engine] {message}", file=sys.stderr, flush=True)
 
@@ -42,6 +47,7 @@ class Session:
         self.state, self.reader, self.writer, self.token = state, reader, writer, token
         self.write_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
+        self.ended: collections.deque[JobInfo] = collections.deque(maxlen=ENDED_KEPT)
         self.jobs_lock = threading.Lock()
         self.seen_ids: set[str] = set()
         self.authenticated = token is None
@@ -85,6 +91,7 @@ class Session:
         with self.jobs_lock:
             jobs = list(self.jobs.values())
         for job in jobs:
+            job.client_gone = True  # not a cancel request: training goes on (handlers/training.py)
             job.cancel_flag.set()
         for job in jobs:
             t = getattr(job, "thread", None)
@@ -134,7 +141,8 @@ class Session:
         elif req.method == "jobs":
             with self.jobs_lock:
                 running = [JobInfo(j.request_id, j.method, j.started) for j in self.jobs.values()]
-            self.send(Reply(req.id, "ok", result=JobList(jobs=running)))
+                ended = list(self.ended)
+            self.send(Reply(req.id, "ok", result=JobList(jobs=running, ended=ended)))
         elif req.method in INLINE:
             self.send(self.execute(req, params, ctx))
         else:
@@ -165,6 +173,7 @@ class Session:
             # asks `jobs` at once must not see the job still running
             with self.jobs_lock:
                 self.jobs.pop(req.id, None)
+                self.ended.append(JobInfo(req.id, req.method, ctx.started, reply.status, reply.error, time.time()))
             self.send(reply)
 
     def execute(self, req: Request, params, ctx: Job) -> Reply:

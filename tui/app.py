@@ -26,7 +26,7 @@ from textual.worker import Worker
 from tui.client import EngineError, JobCancelled
 from tui.commands import SaescopeCommands
 from tui.link import EngineLink
-from tui.messages import ConnectionChanged, JobsChanged, JobView, LogLine, ModelChanged
+from tui.messages import ConnectionChanged, JobFailed, JobsChanged, JobView, LogLine, ModelChanged
 from tui.screens.help import HelpScreen, HelpSections
 from tui.target import EngineTarget
 from tui.widgets.engine_banner import EngineBanner
@@ -122,7 +122,13 @@ class SaescopeApp(App[None]):
         if not self.screen_stack or not (bars := self.query(StatusBar)):
             return  # the app is closing: a background request may end after its screens went
         bars.first().jobs = m.jobs
+        if m.jobs:
+            bars.first().failed = ""  # a new job: the last failure is old news
         self.refresh_bindings()
+
+    def on_job_failed(self, m: JobFailed) -> None:
+        if bars := self.query(StatusBar):
+            bars.first().failed = m.method
 
     def on_log_line(self, m: LogLine) -> None:
         self.query_one(LogView).add(m.source, m.text)
@@ -211,11 +217,18 @@ class SaescopeApp(App[None]):
 
     def _quit_chosen(self, choice: str | None) -> None:
         if choice == "leave":
-            self.link.log("quitting; the training runs go on")
-            self.exit()
+            self.run_worker(self._leave_and_quit(), group="quit")
         elif choice == "stop":
             self.notify("Stopping the training runs (checkpointed)…")
             self.run_worker(self._stop_and_quit(), group="quit")
+
+    async def _leave_and_quit(self) -> None:
+        # The connection closes first, so no request is cancelled on the way out (a
+        # cancelled `train.start` would stop its run): the engine sees its input end,
+        # which leaves training going.
+        self.link.log("quitting; the training runs go on")
+        await self.link.close()
+        self.exit()
 
     async def _stop_and_quit(self) -> None:
         await self.query_one(TrainPane).stop_all()
@@ -238,6 +251,9 @@ class SaescopeApp(App[None]):
         self.run_worker(self._cancel_jobs(), group="jobs")
 
     async def _cancel_jobs(self) -> None:
+        # Training runs in its own process; the runs that are only followed (found at
+        # connection) are stopped with `train.stop` (checkpointed).
+        await self.query_one(TrainPane).stop_all()
         try:
             n = await self.link.cancel_jobs()
         except EngineError as e:

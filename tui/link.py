@@ -27,7 +27,7 @@ from typing import Callable
 from textual.message import Message
 
 from tui.client import EngineClient, EngineError, EngineGone, result_of
-from tui.messages import ConnectionChanged, JobsChanged, JobView, LogLine, ModelChanged
+from tui.messages import ConnectionChanged, JobFailed, JobsChanged, JobView, LogLine, ModelChanged
 from tui.target import EngineTarget
 
 JOBS_REFRESH = 0.2  # seconds between status-bar updates for job progress
@@ -151,6 +151,8 @@ class EngineLink:
         self.finished.append((pending.id, method, reply.status))
         if reply.status != "ok" and method not in ("predict",):
             self.log(f"{method} (request {pending.id}) ended: {reply.status} {reply.error or ''}".rstrip())
+            if reply.status == "error":
+                self._post(JobFailed(method, reply.error or ""))
         return result_of(method, reply)
 
     async def cancel_jobs(self, method: str | None = None) -> int:

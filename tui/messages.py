@@ -50,6 +50,14 @@ class JobsChanged(Message):
 
 
 @dataclass
+class JobFailed(Message):
+    """A job ended with an error (its message is in the log as well)."""
+
+    method: str
+    error: str
+
+
+@dataclass
 class LogLine(Message):
     """A line for the log view: engine stderr, client notes, or the app's own."""
 

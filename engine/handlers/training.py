@@ -2,8 +2,9 @@
 
 Notes
 - `train.start` launches the job's training process (`engine.train.detached`) and
-  then follows it like `train.follow`: the run goes on when the client cancels,
-  disconnects or the engine ends. `train.stop` stops it (checkpointed).
+  then follows it like `train.follow`: the run goes on when the client disconnects
+  or the engine ends. Cancelling `train.start` (or `train.stop`) stops it,
+  checkpointed; cancelling `train.follow` only stops following.
 - Settings are checked here first, so bad ones are an error reply at once, before
   any process starts.
 """
@@ -40,7 +41,10 @@ def _evals(results: list[dict]) -> list[RunEval]:
     return [msgspec.convert(r, RunEval, strict=False) for r in results]
 
 
-def _follow(job: str, ctx: Job, replay: bool) -> TrainResult:
+def _follow(job: str, ctx: Job, replay: bool, owner: bool = False) -> TrainResult:
+    """Follow `job` to its end. `owner` (train.start): a cancel request stops the training
+    (and the reply waits until it has stopped, checkpointed); the client going away
+    (end of input, a dropped connection) only ends the following."""
     from engine.train import detached
 
     throttle = Throttle(ctx.emit)
@@ -48,7 +52,16 @@ def _follow(job: str, ctx: Job, replay: bool) -> TrainResult:
     def emit(run: int, record: dict, replaying: bool) -> None:
         throttle(run, record, final=replaying)
 
-    state, results = detached.follow(job, emit, ctx.check, replay=replay)
+    try:
+        state, results = detached.follow(job, emit, ctx.check, replay=replay)
+    except Cancelled:
+        if not owner or getattr(ctx, "client_gone", False):
+            raise
+        detached.stop(job)
+        state, results = detached.follow(job, emit, lambda: None, replay=False)
+        if state.state == "finished":  # it ended before the stop was seen
+            return TrainResult(job=job, runs=_evals(results))
+        raise
     if state.state == "stopped":
         raise Cancelled()
     if state.state == "failed":
@@ -98,7 +111,7 @@ def train_start(state: EngineState, params, ctx: Job) -> TrainResult:
     job = detached.launch(runs, params.resume, device)
     ctx.emit("log", {"message": f"training job {job} started (train.stop stops it; "
                                 f"train.follow follows it again)"})
-    return _follow(job, ctx, replay=True)
+    return _follow(job, ctx, replay=True, owner=True)
 
 
 def train_follow(state: EngineState, params, ctx: Job) -> TrainResult:

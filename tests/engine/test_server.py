@@ -117,6 +117,17 @@ def test_job_streams_progress_answers_ping_meanwhile_and_cancels(engine):
     assert all(e["type"] == "event" for e in events)
 
 
+def test_a_failed_job_is_an_error_reply_and_listed_as_failed(engine):
+    engine.request("bad", "sleep", seconds=-1)
+    r, _ = engine.reply("bad")
+    assert r["status"] == "error" and "0 <= seconds" in r["error"]
+    engine.request("list2", "jobs")
+    listed = engine.reply("list2")[0]["result"]
+    failed = [j for j in listed["ended"] if j["id"] == "bad"]
+    assert failed and failed[0]["status"] == "error" and "0 <= seconds" in failed[0]["error"]
+    assert all(j["id"] != "bad" for j in listed["jobs"])
+
+
 def test_stdout_carries_only_protocol_and_eof_exits_cleanly():
     proc = EngineProcess()
     proc.request("m", "model.load", spec="default")

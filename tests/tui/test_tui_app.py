@@ -89,6 +89,11 @@ def test_test_job_shows_progress_and_cancels(make_app, model_loaded, wait_until)
             assert "no jobs" in status_text(app)
             assert app.link.finished[-1][1:] == ("sleep", "cancelled")
 
+            # a job that fails shows as failed in the status bar, its message in the log
+            app.run_worker(app.link.run("sleep", {"seconds": -1}), exit_on_error=False)
+            await wait_until(pilot, lambda: "✗ sleep failed" in status_text(app), 10, "the failure in the status bar")
+            assert app.link.finished[-1][1:] == ("sleep", "error")
+
     asyncio.run(main())
 
 

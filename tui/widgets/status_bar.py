@@ -1,4 +1,5 @@
-"""The one-line bar at the top: connection, model, device and running jobs.
+"""The one-line bar at the top: connection, model, device, running jobs, and the
+last job that failed (until the next one starts; its message is in the log).
 
 Notes
 - When the line is too narrow, the app's name goes first, then the end is cut.
@@ -46,6 +47,7 @@ class StatusBar(Widget):
     model = reactive("")  # what the model slot says: "loading default…", "mini-gelu-1l · cpu"
     model_ok = reactive(False)
     jobs: reactive[tuple[JobView, ...]] = reactive(())
+    failed = reactive("")  # the method of the last job that failed, until another starts
 
     def render(self) -> Content:
         label, colour = _CONNECTION[self.connection]
@@ -57,6 +59,7 @@ class StatusBar(Widget):
             (label, colour), (f" · {self.how}" if self.how else "", ""), sep,
             (self.model or "no model", model_style), sep,
             (jobs_text(self.jobs), "$warning" if self.jobs else "$text-muted"),
+            (f" · ✗ {self.failed} failed" if self.failed and not self.jobs else "", "$error"),
         )
         brand = Content.assemble((" saescope", "bold $accent"), sep)
         if brand.cell_length + facts.cell_length > self.size.width:

@@ -274,12 +274,15 @@ class TrainPane(Vertical):
         self.flush()
 
     async def _cancelled(self, job: Job, names: str) -> None:
-        """The request that followed `job` was cancelled: paused by `p` (the engine stopped
-        it), or cancelled from elsewhere (ctrl+g): then the run is stopped too."""
-        if not job.cancelling:
-            await self._stop(job)
-        self.book.stopped(job, "cancelled")
-        self.say(f"paused {names} (checkpointed): p resumes")
+        """The request that followed `job` ended `cancelled`: paused by `p` or ctrl+g (the
+        engine stopped it, checkpointed), or only the following was cancelled (the app
+        closing): then the run goes on in the engine, found again at the next connection."""
+        if job.cancelling:
+            self.book.stopped(job, "cancelled")
+            self.say(f"paused {names} (checkpointed): p resumes")
+        else:
+            self.book.stopped(job, "cancelled", "no longer followed; it trains on in the engine")
+            self.say(f"stopped following {names}; it trains on (r reconnects)")
 
     async def _follow(self, job: Job) -> None:
         """Follow a job the engine trains (found at connection): its metrics so far, then live."""
