@@ -144,3 +144,34 @@ def test_targets():
             EngineTarget.tcp(bad)
     with pytest.raises(ValueError):
         EngineTarget.command("  ")
+
+
+def test_an_engine_of_another_protocol_version_is_one_clear_error(tmp_path):
+    """An engine of another version (say, an old one on the far side of ssh) says so in its
+    hello; the client refuses it with one sentence instead of failing on its replies."""
+    import json
+    import shlex
+    import sys
+
+    fake = tmp_path / "old_engine.py"
+    hello = {"type": "hello", "protocol": PROTOCOL_VERSION + 1, "version": "9.9", "pid": 1, "capabilities": []}
+    fake.write_text(f"import sys\nprint({json.dumps(json.dumps(hello))}, flush=True)\nsys.stdin.read()\n")
+
+    async def main():
+        client = EngineClient(EngineTarget.command(f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}"))
+        with pytest.raises(EngineError) as e:
+            await client.start()
+        assert str(e.value) == (f"the engine speaks protocol {PROTOCOL_VERSION + 1}; this app speaks "
+                                f"{PROTOCOL_VERSION}: install matching versions")
+        assert not client.connected
+
+    asyncio.run(main())
+
+
+def test_a_reply_that_does_not_match_the_protocol_is_an_engine_error():
+    from engine.protocol import Reply
+
+    with pytest.raises(EngineError, match="does not match this app's protocol"):
+        result_of("ping", Reply("1", "ok", result={"pong": True}))  # fields missing: an old engine
+    assert result_of("ping", Reply("1", "ok", result={"pong": True, "time": 1.0, "protocol": 1,
+                                                      "version": "x"})).pong is True
