@@ -186,8 +186,8 @@ def eval_sae(
 
     try:
         lm = load_model(model or model_spec_for(load_sae(sae_dir)), device)
-        with cli_job(as_json, "eval"):
-            result = evaluate_folder(sae_dir, tokens, lm=lm, corpus=corpus, context=context)
+        with cli_job(as_json, "eval") as job:
+            result = evaluate_folder(sae_dir, tokens, lm=lm, corpus=corpus, context=context, job=job)
     except UserError as e:
         fail(str(e))
     if as_json:

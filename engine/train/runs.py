@@ -89,7 +89,7 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
             return
         done = rec["step"] + 1
         info = (f"loss {rec['loss']:.4f}  EV {rec['explained_variance']:.3f}  L0 {rec['l0']:.1f}  "
-                f"dead {rec['dead_fraction_window']:.1%}  {rec['tokens_per_s']:.0f} tok/s")
+                f"quiet {rec['dead_fraction_window']:.1%}  {rec['tokens_per_s']:.0f} tok/s")
         progress.update(tasks[i], completed=done, info=info)
         # no terminal (a script, nohup): a plain line per run every few seconds, and the last step
         if not console.is_terminal and (done == cfgs[i].steps or time.time() - printed.get(i, 0) >= PLAIN_EVERY_S):
@@ -106,9 +106,11 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
 
 
 def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=None,
-                    corpus: str | None = None, context: int | None = None) -> dict:
-    """`saescope eval`: the metrics of a saved SAE on held-out tokens of the model's corpus."""
+                    corpus: str | None = None, context: int | None = None, job=None) -> dict:
+    """`saescope eval`: the metrics of a saved SAE on held-out tokens of the model's corpus;
+    `job` (an `engine.jobs.Job`): cancel and progress."""
     from engine.corpus import corpus_for, default_context
+    from engine.figures import DEAD_TOKENS
     from engine.models import load_model
     from engine.saes import check_fits, load_sae, model_spec_for
     from engine.train.evaluate import evaluate, sae_reconstructor
@@ -120,7 +122,9 @@ def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=Non
     hook = check_fits(sae, lm)
     sae = sae.to(lm.device)
     n_ctx = default_context(lm.model.cfg.n_ctx, context)
-    windows = corpus_for(corpus, lm).windows(n_ctx, split="held_out", max_tokens=tokens)
-    result = evaluate(lm, hook, sae_reconstructor(sae), windows, sae.cfg.d_sae)
+    text = corpus_for(corpus, lm)
+    windows = text.windows(n_ctx, split="held_out", max_tokens=tokens)
+    dead = text.windows(n_ctx, split="held_out", max_tokens=DEAD_TOKENS)  # the dead rule's own window
+    result = evaluate(lm, hook, sae_reconstructor(sae), windows, sae.cfg.d_sae, dead_windows=dead, job=job)
     return {"sae": str(sae_dir), "hook": hook, "architecture": sae.cfg.architecture(),
             "d_sae": sae.cfg.d_sae, "context": n_ctx, **result}
