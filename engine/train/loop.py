@@ -34,6 +34,8 @@ from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, traine
 from engine.train.metrics import FiringTracker, batch_metrics, density_histogram
 
 HISTOGRAM_EVERY = 10
+# Tests only: seconds to wait after each step, so a tiny run lasts long enough to be watched.
+STEP_DELAY = float(os.environ.get("SAESCOPE_TEST_STEP_DELAY") or 0)
 
 
 @dataclass
@@ -223,6 +225,8 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
                 on_record(i, rec)
         if step % 50 == 0:
             log(f"step {step}/{total}")
+        if STEP_DELAY:
+            time.sleep(STEP_DELAY)
 
 
 @torch.no_grad()

@@ -84,7 +84,9 @@ async def quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path) -> 
     pane = app.query_one(TrainPane)
     run = pane.book.runs[str(tmp_path / "long")]
     await pilot.press("p")  # resume it once more
-    await wait_until(pilot, lambda: run.state == "running", TRAIN_TIMEOUT, "the resumed run")
+    state = tmp_path / "long" / "state.json"
+    await wait_until(pilot, lambda: run.state == "running" and json.loads(state.read_text())["state"] == "running",
+                     TRAIN_TIMEOUT, "the resumed run's process")  # (the first events replay the file)
     await pilot.press("ctrl+q")
     await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), 5, "the quit question")
     assert "long is training" in str(app.screen.query_one("#quit-question").render())
@@ -94,6 +96,11 @@ async def quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path) -> 
     await pilot.press("ctrl+q")
     await wait_until(pilot, lambda: isinstance(app.screen, QuitTrainingScreen), 5, "the quit question")
     await pilot.press("l")
+    for _ in range(150):  # the app closes its connection, then exits
+        if not app.link.connected:
+            break
+        await asyncio.sleep(0.1)
+    assert not app.link.connected
 
 
 async def bad_values(pilot, wait_until, tmp_path) -> None:

@@ -41,13 +41,13 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
     screen = tmux.wait_for("eval tok", 10)
     assert "blocks.0.hook_mlp_out" in screen and "batchtopk" in screen
     # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens; each field starts selected.
-    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "20k", "Tab", "256", "Tab", "Tab", "512")
+    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "20k", "Tab", "256", "Tab", "Tab", "512", pause=0.3)
     keys(tmux, *["BTab"] * 12, "Space")  # back to the first architecture, relu: tick it (topk already is)
     keys(tmux, *["Tab"] * 4, "Enter")  # to d_sae, and start
 
     def run_rows(screen: str) -> list[str]:
-        return [line for line in screen.splitlines()
-                if "-b0-mlp_" in line and ("running" in line or "finished" in line)]
+        return [line for line in screen.splitlines()  # names may be shortened: `relu-b…`
+                if re.search(r"(relu|topk)-b", line) and ("running" in line or "finished" in line)]
 
     def curves_drawn(screen: str) -> bool:  # plot titles, and points (braille cells) under them
         return "loss (log)" in screen and sum(ch in screen for ch in "⠁⠂⠄⡀⠒⠤⣀⠉") >= 2
@@ -67,8 +67,12 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
 
     # Quitting while they train asks first; "s" stops them (checkpointed) and quits.
     tmux("send-keys", "-t", "app", "C-q")
-    tmux.wait_for("Leave running", 10)
-    keys(tmux, "s")
+    deadline = time.monotonic() + 10
+    while "Leave running" not in (screen := tmux.screen()) and "EXIT=" not in screen:
+        assert time.monotonic() < deadline, screen
+        time.sleep(0.2)
+    if "Leave running" in screen:  # (on a fast machine they may have finished already)
+        keys(tmux, "s")
     tmux.wait_for("EXIT=0", 60)
     for arch in ("relu", "topk"):
         folder = tmp_path / "runs" / f"{arch}-b0-mlp_out-1"
@@ -77,9 +81,10 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
 
 
 def _step(screen: str, name: str) -> int | None:
-    """The step count of run `name` in the runs table (`123/585`)."""
+    """The step count of the run whose (maybe shortened) name starts like `name` in the
+    runs table (`123/312`)."""
     for line in screen.splitlines():
-        if name in line:
+        if name[:6] in line:
             m = re.search(r"\s(\d+)/(\d+)\s", line)
             if m:
                 return int(m.group(1))
@@ -93,7 +98,9 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     shows it live (its step count advancing) and then finished."""
     pidfile = tmp_path / "engine.pid"
     engine = f"sh -c 'echo $$ > {pidfile}; exec {sys.executable} -m engine engine serve --stdio'"
-    app = f"cd {shlex.quote(str(tmp_path))} && exec saescope --engine {shlex.quote(engine)}"
+    # at least 0.25 s a step (312 steps): long enough to outlive the app, on any machine
+    app = (f"cd {shlex.quote(str(tmp_path))} && SAESCOPE_TEST_STEP_DELAY=0.25 "
+           f"SAESCOPE_RUNS={shlex.quote(str(tmp_path / 'registry'))} exec saescope --engine {shlex.quote(engine)}")
     tmux.start(f"bash -c {shlex.quote(app)}")
     tmux.wait_for("mini-gelu-1l")
     keys(tmux, "C-p")
@@ -101,7 +108,8 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     keys(tmux, "Enter")
     tmux.wait_for("eval tok", 10)
     # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens; then start
-    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "80k", "Tab", "256", "Tab", "Tab", "512", "Enter")
+    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "80k", "Tab", "256", "Tab", "Tab", "512", "Enter",
+         pause=0.3)
     name = "topk-b0-mlp_out-1"
     folder = tmp_path / "runs" / name
     deadline = time.monotonic() + 2 * TRAIN_TIMEOUT
@@ -113,8 +121,11 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     os.kill(int(pidfile.read_text()), signal.SIGKILL)
     tmux.wait_for("died", 20)
     keys(tmux, "r")
-    tmux.wait_for("following 1 training job", 60)
-    first = _step(tmux.wait_for(name, 30), name)
+    tmux.wait_for("train.follow", 60)  # the status bar: the new engine follows the run
+    deadline = time.monotonic() + 60
+    while (first := _step(tmux.screen(), name)) is None:  # its curves so far, replayed
+        assert time.monotonic() < deadline, tmux.screen()
+        time.sleep(0.25)
     time.sleep(3.0)
     later = _step(tmux.screen(), name)
     assert first is not None and later is not None and later > first, tmux.screen()
@@ -136,8 +147,15 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     # Opened again: the run is there, live, and then finished.
     tmux("kill-session", "-t", "app")
     tmux.start(f"bash -c {shlex.quote(app)}")
-    screen = tmux.wait_for("running", 60)
-    first = _step(screen, name)
+    tmux.wait_for("train.follow", 60)  # found at connection, followed
+    keys(tmux, "C-p")
+    keys(tmux, "Compare runs", pause=1.0)  # the Training pane (the runs table is on top)
+    keys(tmux, "Enter")
+    tmux.wait_for("running", 30)
+    deadline = time.monotonic() + 60
+    while (first := _step(tmux.screen(), name)) is None:
+        assert time.monotonic() < deadline, tmux.screen()
+        time.sleep(0.25)
     deadline = time.monotonic() + 3 * TRAIN_TIMEOUT
     while True:
         screen = tmux.screen()
