@@ -23,6 +23,13 @@ if "SAESCOPE_RUNS" not in os.environ:
     os.environ["SAESCOPE_RUNS"] = tempfile.mkdtemp(prefix="saescope-test-runs-")
 
 
+@pytest.fixture(autouse=True)
+def own_training_registry(tmp_path_factory, monkeypatch):
+    """Each test its own registry of training jobs: an app or engine a test starts lists
+    only the runs that test started, whatever ran before it."""
+    monkeypatch.setenv("SAESCOPE_RUNS", str(tmp_path_factory.mktemp("training-registry")))
+
+
 def saescope_cmd(*args: str) -> list[str]:
     """The real `saescope` command, run by this interpreter (no PATH assumptions)."""
     return [sys.executable, "-m", "engine", *args]

@@ -365,13 +365,14 @@ def _metrics_steps(events: list[dict], run: int = 0) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_run_outlives_its_engine_and_a_new_engine_follows_it(tmp_path):
+def test_a_run_outlives_its_engine_and_a_new_engine_follows_it(tmp_path, monkeypatch):
     """The engine killed (SIGKILL) and another one's input closed: the training process
     goes on; a new engine lists it and follows it to its end, curves from step 0.
     A training process killed with SIGKILL is `failed` and resumable, and resumes.
     A resume of a folder that is not a run is one error reply, and the engine goes on."""
     from tests.engine.engine_proc import EngineProcess
 
+    monkeypatch.setenv("SAESCOPE_RUNS", str(tmp_path / "registry"))  # this test's runs only
     out = tmp_path / "run"
     settings = dict(hook=HOOK, d_sae=32, k=4, tokens=256 * 300, batch_size=256, eval_tokens=512,
                     checkpoint_every=25, out=str(out))

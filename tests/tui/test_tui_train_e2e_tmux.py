@@ -63,7 +63,7 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
     rows = run_rows(screen)
     assert any(" relu " in r for r in rows) and any(" topk " in r for r in rows)
-    assert "explained variance" in screen and "dead fraction" in screen and "L0 (log)" in screen
+    assert "explained variance" in screen and "quiet fraction" in screen and "L0 (log)" in screen
 
     # Quitting while they train asks first; "s" stops them (checkpointed) and quits.
     tmux("send-keys", "-t", "app", "C-q")

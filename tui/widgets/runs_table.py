@@ -33,8 +33,8 @@ from tui.training import Run, fmt
 
 # (key, heading, width, justify); the name column's width is computed. Cells have no
 # padding: each width holds a one-cell gap (left columns start with a space).
-COLUMNS = (("arch", " arch", 10, "left"), ("step", "step", 10, "right"), ("loss", "loss", 7, "right"),
-           ("ev", "EV", 7, "right"), ("l0", "L0", 6, "right"), ("quiet", "quiet", 6, "right"),
+COLUMNS = (("arch", " arch", 10, "left"), ("step", "step", 9, "right"), ("loss", "loss", 6, "right"),
+           ("ev", "EV", 6, "right"), ("l0", "L0", 6, "right"), ("quiet", "quiet", 6, "right"),
            ("dead", "dead", 5, "right"), ("rate", "tok/s", 6, "right"), ("state", " state", 11, "left"))
 # Which figure each column shows (its name and rule in the tooltip).
 FIGURE_OF = {"ev": "explained_variance", "l0": "l0", "quiet": "dead_fraction_window", "dead": "dead_fraction"}

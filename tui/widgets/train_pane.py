@@ -1,7 +1,8 @@
 """The Training pane: start SAE training runs from a form, watch them train, compare them.
 
 The runs table is always on top; under it one view at a time: the metric curves
-(loss, explained variance, L0, dead fraction; one line per run, in its colour),
+(loss, explained variance, L0, quiet fraction: not fired in the last window of
+training tokens; one line per run, in its colour),
 the firing-density histogram of the selected run, the comparison of final
 metrics, or the form that starts a run. Each start is one `train.start` job
 (several architectures ticked: one job, trained side by side from one model
@@ -55,7 +56,7 @@ VIEWS = [("curves", "c", "Curves"), ("firing", "f", "Firing"), ("compare", "m", 
 CURVES = (("plot-loss", "loss", "loss", True, None),
           ("plot-ev", "explained_variance", "explained variance", False, None),
           ("plot-l0", "l0", "L0", True, None),
-          ("plot-dead", "dead_fraction_window", "dead fraction", False, 0.0))
+          ("plot-dead", "dead_fraction_window", "quiet fraction", False, 0.0))
 IDLE_HINT = "n starts a run · o reopens a run folder"
 MAX_LISTED = 20  # the engine's latest training jobs shown at connection
 
@@ -69,7 +70,7 @@ class TrainPane(Vertical):
         Binding("v", "next_view", "View", show=False, id="train.next_view",
                 tooltip="Next view: curves, firing, compare"),
         Binding("c", "show_view('curves')", "Curves", show=False, id="train.curves",
-                tooltip="Loss, explained variance, L0 and dead fraction of every shown run"),
+                tooltip="Loss, explained variance, L0 and quiet fraction (not fired lately; dead is measured at the end) of every shown run"),
         Binding("f", "show_view('firing')", "Firing", show=False, id="train.firing",
                 tooltip="Feature firing-density histogram of the selected run"),
         Binding("m", "show_view('compare')", "Compare", show=False, id="train.compare",
