@@ -29,7 +29,8 @@ import msgspec
 
 from engine import __version__
 from engine.errors import UserError
-from engine.handlers import CAPABILITIES, HANDLERS, INLINE, EngineState
+from engine.handlers import CAPABILITIES, HANDLERS, INLINE
+from engine.workspace import Workspace
 from engine.jobs import Cancelled, Job
 from engine.protocol import (MAX_LINE_BYTES, PROTOCOL_VERSION, Auth, Cancelling, Error, Event, Hello, JobInfo,
                              JobList, Reply, Request, decode, encode, parse_params)
@@ -43,7 +44,7 @@ def log(message: str) -> None:
 
 
 class Session:
-    def __init__(self, state: EngineState, reader: BinaryIO, writer: BinaryIO, token: str | None = None):
+    def __init__(self, state: Workspace, reader: BinaryIO, writer: BinaryIO, token: str | None = None):
         self.state, self.reader, self.writer, self.token = state, reader, writer, token
         self.write_lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
@@ -192,11 +193,11 @@ class Session:
             return Reply(req.id, "error", error=f"internal error in {req.method}: {type(e).__name__}: {e}")
 
 
-def _preload(state: EngineState, spec: str | None) -> None:
+def _preload(state: Workspace, spec: str | None) -> None:
     if spec:
         from engine.models import load_model
 
-        state.model = load_model(spec)
+        state.set_model(load_model(spec))
 
 
 def serve_stdio(preload: str | None = None, budget: int | None = None) -> None:
@@ -204,7 +205,7 @@ def serve_stdio(preload: str | None = None, budget: int | None = None) -> None:
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    state = EngineState(budget)
+    state = Workspace(budget)
     _preload(state, preload)
     Session(state, sys.stdin.buffer, protocol_out).run()
     log("end of input: exiting")
@@ -237,7 +238,7 @@ def serve_tcp(listen: str, token: str | None = None, preload: str | None = None,
         server = _Server((host, port), _Handler)
     except OSError as e:
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    server.state, server.token = EngineState(budget), token
+    server.state, server.token = Workspace(budget), token
     _preload(server.state, preload)
     bound = server.server_address
     if host not in ("127.0.0.1", "localhost", "::1"):

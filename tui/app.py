@@ -131,7 +131,8 @@ class SaescopeApp(App[None]):
             bars.first().failed = m.method
 
     def on_log_line(self, m: LogLine) -> None:
-        self.query_one(LogView).add(m.source, m.text)
+        if views := self.query(LogView):  # none while the app is closing: a late line is dropped
+            views.first().add(m.source, m.text)
 
     # ---- actions ------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

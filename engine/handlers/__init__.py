@@ -1,6 +1,6 @@
 """What each request method does: thin wrappers over the engine's plain functions.
 
-A handler takes the shared `EngineState`, its typed parameters and the request's
+A handler takes the shared `Workspace`, its typed parameters and the request's
 `Job` (to stream events and notice cancellation) and returns its reply's result.
 Handlers in `INLINE` are answered on the reading thread at once; the rest run as
 jobs on their own threads, so `ping` and `cancel` answer while they work.
@@ -12,7 +12,6 @@ from typing import Callable
 
 from engine.handlers.basic import model_info, model_load, ping, predict, sleep, workspace
 from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
-from engine.handlers.state import EngineState
 from engine.handlers.training import train_follow, train_list, train_read, train_start, train_stop
 from engine.handlers.trees import tree_ablate, tree_check, tree_expand, tree_open
 from engine.jobs import Cancelled, Job
@@ -41,4 +40,4 @@ HANDLERS: dict[str, Callable] = {
 INLINE = {"ping", "model.info", "cancel", "jobs", "workspace"}
 CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})
 
-__all__ = ["CAPABILITIES", "HANDLERS", "INLINE", "Cancelled", "EngineState", "Job"]
+__all__ = ["CAPABILITIES", "HANDLERS", "INLINE", "Cancelled", "Job"]

@@ -8,22 +8,22 @@ import msgspec
 
 from engine import __version__
 from engine.errors import UserError
-from engine.handlers.state import EngineState
+from engine.workspace import Workspace
 from engine.jobs import Job
 from engine.protocol import PROTOCOL_VERSION, ModelInfo, Pong, Prediction, Slept, WorkspaceStats
 
 
-def ping(state: EngineState, params, ctx: Job) -> Pong:
+def ping(state: Workspace, params, ctx: Job) -> Pong:
     return Pong(pong=True, time=time.time(), protocol=PROTOCOL_VERSION, version=__version__)
 
 
-def model_info(state: EngineState, params, ctx: Job) -> ModelInfo:
+def model_info(state: Workspace, params, ctx: Job) -> ModelInfo:
     if state.model is None:
         return ModelInfo(loaded=False)
     return msgspec.convert({"loaded": True, **state.model.info()}, ModelInfo)
 
 
-def model_load(state: EngineState, params, ctx: Job) -> ModelInfo:
+def model_load(state: Workspace, params, ctx: Job) -> ModelInfo:
     from engine.models import load_model
 
     ctx.emit("progress", {"message": f"loading {params.spec}", "fraction": 0.0})
@@ -33,17 +33,17 @@ def model_load(state: EngineState, params, ctx: Job) -> ModelInfo:
     return model_info(state, params, ctx)
 
 
-def workspace(state: EngineState, params, ctx: Job) -> WorkspaceStats:
+def workspace(state: Workspace, params, ctx: Job) -> WorkspaceStats:
     return WorkspaceStats(**state.stats())
 
 
-def predict(state: EngineState, params, ctx: Job) -> Prediction:
+def predict(state: Workspace, params, ctx: Job) -> Prediction:
     from engine.predict import predict as run_predict
 
     return msgspec.convert(run_predict(state.require_model(), params.text, params.top), Prediction)
 
 
-def sleep(state: EngineState, params, ctx: Job) -> Slept:
+def sleep(state: Workspace, params, ctx: Job) -> Slept:
     if not (0 <= params.seconds <= 3600 and 1 <= params.steps <= 100_000):
         raise UserError("sleep takes 0 <= seconds <= 3600 and 1 <= steps <= 100000")
     for step in range(params.steps):

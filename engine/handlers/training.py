@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import UserError
-from engine.handlers.state import EngineState
+from engine.workspace import Workspace
 from engine.jobs import Cancelled, Job
 from engine.protocol import (RunEval, RunRead, TrainJobs, TrainRecord, TrainResult, TrainStopping)
 
@@ -69,7 +69,7 @@ def _follow(job: str, ctx: Job, replay: bool, owner: bool = False) -> TrainResul
     return TrainResult(job=job, runs=_evals(results))
 
 
-def train_start(state: EngineState, params, ctx: Job) -> TrainResult:
+def train_start(state: Workspace, params, ctx: Job) -> TrainResult:
     from engine.train import detached
     from engine.train.config import TrainConfig
     from engine.train.loop import check_new, check_resumable
@@ -114,13 +114,13 @@ def train_start(state: EngineState, params, ctx: Job) -> TrainResult:
     return _follow(job, ctx, replay=True, owner=True)
 
 
-def train_follow(state: EngineState, params, ctx: Job) -> TrainResult:
+def train_follow(state: Workspace, params, ctx: Job) -> TrainResult:
     from engine.train import detached
 
     return _follow(detached.find_job(params.job, params.out), ctx, replay=params.replay)
 
 
-def train_list(state: EngineState, params, ctx: Job) -> TrainJobs:
+def train_list(state: Workspace, params, ctx: Job) -> TrainJobs:
     from engine.train import detached
 
     out = []
@@ -132,7 +132,7 @@ def train_list(state: EngineState, params, ctx: Job) -> TrainJobs:
     return TrainJobs(jobs=out)
 
 
-def train_stop(state: EngineState, params, ctx: Job) -> TrainStopping:
+def train_stop(state: Workspace, params, ctx: Job) -> TrainStopping:
     from engine.train import detached
 
     job = detached.find_job(params.job, params.out, live_only=params.job is None)
@@ -140,7 +140,7 @@ def train_stop(state: EngineState, params, ctx: Job) -> TrainStopping:
     return TrainStopping(job=job, state=st.state)
 
 
-def train_read(state: EngineState, params, ctx: Job) -> RunRead:
+def train_read(state: Workspace, params, ctx: Job) -> RunRead:
     from engine.train import checkpoint as ckpt
     from engine.train import detached
     from engine.train.config import TrainConfig

@@ -168,7 +168,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
                 r.log.close()
         results = []
         for r in runs:
-            results.append(_finish(r, lm, log))
+            results.append(_finish(r, lm, log, check))
             _state(r.dir, "finished", job)
         return results
     except BaseException as e:
@@ -253,8 +253,9 @@ def _evaluate_training(r: Run, lm, check) -> dict:
     return result
 
 
-def _finish(r: Run, lm, log) -> dict:
-    """Fold the input scale, save the sae_lens inference folder, evaluate it from disk."""
+def _finish(r: Run, lm, log, check=None) -> dict:
+    """Fold the input scale, save the sae_lens inference folder, evaluate it from disk.
+    A cancel during the evaluation (`check`) leaves the checkpoint: `--resume` finishes the run."""
     from safetensors.torch import save_file
 
     from engine.atomic import atomic_write_text
@@ -273,7 +274,7 @@ def _finish(r: Run, lm, log) -> dict:
     ckpt.kill_point("final-saved")
     sae = load_sae(r.dir, device=lm.device)
     result = {"sae": str(r.dir), "hook": r.cfg.hook, "arch": r.cfg.arch, "d_sae": r.cfg.d_sae,
-              **evaluate(lm, r.cfg.hook, sae_reconstructor(sae), r.eval_windows, r.cfg.d_sae)}
+              **evaluate(lm, r.cfg.hook, sae_reconstructor(sae), r.eval_windows, r.cfg.d_sae, check=check)}
     atomic_write_text(r.dir / "eval.json", json.dumps(result, indent=2) + "\n")
     ckpt.kill_point("final-evaluated")
     ckpt.remove_checkpoint(r.dir)

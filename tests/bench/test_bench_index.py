@@ -4,12 +4,10 @@ page (issue: feature inspector).
 """
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from engine.corpus import load_shard
 from engine.errors import UserError
 from engine.index import HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN, load_index
 from engine.inspect import SaeView

@@ -172,11 +172,11 @@ def test_cancel_tree_check(builder):
 
 
 def test_cancel_tree_open_handler(default_model):
-    from engine.handlers import EngineState
+    from engine.workspace import Workspace
     from engine.handlers.trees import tree_open
     from engine.protocol import parse_params
 
-    state = EngineState()
+    state = Workspace()
     state.model = default_model
     params = parse_params("tree.open", {"tree": "t", "upstream": UP, "downstream": DOWN,
                                         "prompt": LONG_PROMPT, "method": "exact"})
@@ -205,6 +205,30 @@ def test_cancel_training(tmp_path, default_model):
     job = Job()
     cancel_when_started(lambda: train([cfg], [tmp_path / "run"], lm=default_model, check=job.check,
                                       on_record=lambda i, r: started.set()), job, started)
+
+
+def test_cancel_training_in_its_final_evaluation(tmp_path, default_model, monkeypatch):
+    """A cancel during a run's final evaluation stops it there, writes no `eval.json`,
+    and leaves the checkpoint, so `--resume` finishes the run."""
+    import engine.train.evaluate as ev
+    from engine.train.config import TrainConfig
+    from engine.train.loop import train
+
+    cfg = TrainConfig(hook="blocks.0.hook_mlp_out", arch="topk", d_sae=64, k=4, tokens=256 * 20,
+                      batch_size=256, checkpoint_every=10, eval_tokens=128 * 256)
+    job, started, real = Job(), threading.Event(), ev.evaluate
+
+    def final_evaluation(*args, **kwargs):  # the run's final evaluation has begun
+        started.set()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "evaluate", final_evaluation)
+    run = tmp_path / "run"
+    cancel_when_started(lambda: train([cfg], [run], lm=default_model, check=job.check), job, started)
+    assert (run / "cfg.json").exists() and not (run / "eval.json").exists() and (run / "checkpoint").exists()
+    monkeypatch.setattr(ev, "evaluate", real)
+    train([cfg], [run], lm=default_model, resume=True)
+    assert (run / "eval.json").exists() and not (run / "checkpoint").exists()
 
 
 def test_uninterpretable_scan_reports_progress_to_the_end(default_model):
@@ -250,7 +274,7 @@ def test_protocol_cancel_of_an_index_build_and_the_job_list(tmp_path):
 def test_a_failing_worker_sends_a_log_event_then_an_error_reply(monkeypatch):
     """In-process session: an unexpected exception is a log event with its message, an
     error reply, and the job is off the job list."""
-    from engine.handlers import HANDLERS, EngineState
+    from engine.handlers import HANDLERS, Workspace
     from engine.server import Session
 
     def boom(state, params, ctx):
@@ -260,7 +284,7 @@ def test_a_failing_worker_sends_a_log_event_then_an_error_reply(monkeypatch):
     monkeypatch.setitem(HANDLERS, "sleep", boom)
     out = io.BytesIO()
     request = {"type": "request", "id": "x", "method": "sleep", "params": {}}
-    session = Session(EngineState(), io.BytesIO(json.dumps(request).encode() + b"\n"), out)
+    session = Session(Workspace(), io.BytesIO(json.dumps(request).encode() + b"\n"), out)
     session.run()  # reads to the end, then waits for the job
     msgs = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [m["type"] for m in msgs] == ["hello", "event", "event", "reply"]

@@ -19,7 +19,6 @@ import shlex
 import signal
 import sys
 import time
-from pathlib import Path
 
 from tests.tui.test_tui_e2e_tmux import Tmux, pytestmark, quit_cleanly, tmux  # noqa: F401 (fixture)
 
