@@ -274,7 +274,8 @@ def test_protocol_cancel_of_an_index_build_and_the_job_list(tmp_path):
 def test_a_failing_worker_sends_a_log_event_then_an_error_reply(monkeypatch):
     """In-process session: an unexpected exception is a log event with its message, an
     error reply, and the job is off the job list."""
-    from engine.handlers import HANDLERS, Workspace
+    from engine.handlers import HANDLERS
+    from engine.workspace import Workspace
     from engine.server import Session
 
     def boom(state, params, ctx):
