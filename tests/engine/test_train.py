@@ -210,9 +210,9 @@ def test_the_saved_sae_is_the_trained_one(tmp_path, default_model, monkeypatch):
 
     real, trained = loop._finish, {}
 
-    def keep_a_copy(r, lm, log):
+    def keep_a_copy(r, lm, *args, **kwargs):
         trained[r.cfg.arch] = (copy.deepcopy(r.sae).eval(), r.scale)
-        return real(r, lm, log)
+        return real(r, lm, *args, **kwargs)
 
     monkeypatch.setattr(loop, "_finish", keep_a_copy)
     cfgs = [tiny("topk", tokens=256 * 6), tiny("relu", tokens=256 * 6), tiny("jumprelu", tokens=256 * 6)]
