@@ -149,7 +149,9 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     solo_cfg = tmp_path / "solo" / "saescope.json"  # the form's context reached the engine's run
     await wait_until(pilot, solo_cfg.exists, TRAIN_TIMEOUT, "the solo run's settings")
     assert json.loads(solo_cfg.read_text())["context"] == 64
-    assert json.loads((tmp_path / "pair" / "topk" / "saescope.json").read_text())["context"] == 0  # empty: auto
+    pair_cfg = tmp_path / "pair" / "topk" / "saescope.json"  # the other job's process: its own pace
+    await wait_until(pilot, pair_cfg.exists, TRAIN_TIMEOUT, "the pair's settings")
+    assert json.loads(pair_cfg.read_text())["context"] == 0  # empty: auto
     loss_plot = app.query_one("#plot-loss", PlotView)
     await wait_until(pilot, lambda: "┤" in loss_plot.drawn, 5, "a loss curve")
     assert "loss (log)" in loss_plot.drawn
