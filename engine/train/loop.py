@@ -34,8 +34,22 @@ from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, traine
 from engine.train.metrics import FiringTracker, batch_metrics, density_histogram
 
 HISTOGRAM_EVERY = 10
-# Tests only: seconds to wait after each step, so a tiny run lasts long enough to be watched.
-STEP_DELAY = float(os.environ.get("SAESCOPE_TEST_STEP_DELAY") or 0)
+# Tests only: seconds to wait after each step, so a tiny run lasts long enough to be
+# watched. A number, or a file holding one (read at every step, so a test can let the
+# run finish quickly once it has seen what it waited for).
+STEP_DELAY = os.environ.get("SAESCOPE_TEST_STEP_DELAY") or ""
+
+
+def _test_step_delay() -> float:
+    if not STEP_DELAY:
+        return 0.0
+    try:
+        return float(STEP_DELAY)
+    except ValueError:
+        try:
+            return float(Path(STEP_DELAY).read_text() or 0)
+        except (OSError, ValueError):
+            return 0.0
 
 
 @dataclass
@@ -226,7 +240,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
         if step % 50 == 0:
             log(f"step {step}/{total}")
         if STEP_DELAY:
-            time.sleep(STEP_DELAY)
+            time.sleep(_test_step_delay())
 
 
 @torch.no_grad()

@@ -97,8 +97,11 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     shows it live (its step count advancing) and then finished."""
     pidfile = tmp_path / "engine.pid"
     engine = f"sh -c 'echo $$ > {pidfile}; exec {sys.executable} -m engine engine serve --stdio'"
-    # at least 0.25 s a step (312 steps): long enough to outlive the app, on any machine
-    app = (f"cd {shlex.quote(str(tmp_path))} && SAESCOPE_TEST_STEP_DELAY=0.25 "
+    # 0.25 s a step (312 steps) until the reopened app has seen the run live: long enough
+    # to outlive the app on any machine; then no delay, so the run finishes at once.
+    delay = tmp_path / "step-delay"
+    delay.write_text("0.25")
+    app = (f"cd {shlex.quote(str(tmp_path))} && SAESCOPE_TEST_STEP_DELAY={shlex.quote(str(delay))} "
            f"SAESCOPE_RUNS={shlex.quote(str(tmp_path / 'registry'))} exec saescope --engine {shlex.quote(engine)}")
     tmux.start(f"bash -c {shlex.quote(app)}")
     tmux.wait_for("mini-gelu-1l")
@@ -155,6 +158,7 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     while (first := _step(tmux.screen(), name)) is None:
         assert time.monotonic() < deadline, tmux.screen()
         time.sleep(0.25)
+    delay.write_text("0")
     deadline = time.monotonic() + 3 * TRAIN_TIMEOUT
     while True:
         screen = tmux.screen()
