@@ -42,3 +42,22 @@ def predict(lm, text: str, top: int = 10) -> dict:
                 for i, p in zip(ids.tolist(), values.tolist())],
         "entropy": float(-(probs * probs.clamp_min(1e-30).log()).sum()),
     }
+
+
+def prediction_change(before, after, decode, top: int = 5) -> dict:
+    """How ablations changed a prediction: the top `top` tokens before and the top `top`
+    after (their union, ordered by the probability after, then before), each with its
+    probability and rank before and after (softmax over float32 logits `before`/`after`,
+    [V] each); `top_changed` when the most likely token is another one."""
+    pb, pa = before.float().softmax(-1), after.float().softmax(-1)
+    top = min(top, pb.shape[0])
+    first_b, first_a = pb.topk(top).indices.tolist(), pa.topk(top).indices.tolist()
+    ids = list(dict.fromkeys(first_a + first_b))
+    rank_b = {t: int((pb > pb[t]).sum()) + 1 for t in ids}
+    rank_a = {t: int((pa > pa[t]).sum()) + 1 for t in ids}
+    ids.sort(key=lambda t: (-float(pa[t]), -float(pb[t])))
+    return {"rows": [{"token": decode(t), "id": t, "before": float(pb[t]), "after": float(pa[t]),
+                      "change": float(pa[t] - pb[t]), "rank_before": rank_b[t], "rank_after": rank_a[t]}
+                     for t in ids],
+            "top_before": decode(first_b[0]), "top_after": decode(first_a[0]),
+            "top_changed": first_b[0] != first_a[0]}

@@ -117,6 +117,10 @@ class RunReadParams(msgspec.Struct, forbid_unknown_fields=True):
     path: str  # a run folder: its metrics file is replayed as the result
 
 
+class TrainScanParams(msgspec.Struct, forbid_unknown_fields=True):
+    path: str  # a run folder, or a folder of runs trained side by side
+
+
 class TrainFollowParams(msgspec.Struct, forbid_unknown_fields=True):
     """A training job by its id (`train.list`), or by one of its run folders."""
 
@@ -200,6 +204,7 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "workspace": NoParams,
     "train.start": TrainStartParams,
     "train.read": RunReadParams,
+    "train.scan": TrainScanParams,
     "train.list": NoParams,
     "train.follow": TrainFollowParams,
     "train.stop": TrainStopParams,
@@ -388,6 +393,7 @@ class SearchHit(msgspec.Struct, omit_defaults=True):
     position: Optional[int] = None  # kind "text": where
     value: Optional[float] = None  # kind "token": direct logit effect on the token
     density: Optional[float] = None  # kinds "densest" and "dead"
+    description: str = ""  # the feature's short description (its top tokens); "" without an index
 
 
 class SearchResults(Result):
@@ -451,8 +457,28 @@ class TreeAgreement(Result):
     pairs: list[AgreementPair]
 
 
+class PredictionRow(msgspec.Struct):
+    token: str
+    id: int
+    before: float  # probability before the ablations
+    after: float  # and with them
+    change: float  # after - before
+    rank_before: int  # from 1
+    rank_after: int
+
+
+class PredictionChange(msgspec.Struct):
+    """The prediction before and after ablations: the top tokens of either."""
+
+    rows: list[PredictionRow]  # by probability after, then before
+    top_before: str
+    top_after: str
+    top_changed: bool
+
+
 class TreeAblated(Result):
     root: TreeNode
+    prediction: PredictionChange  # at the tree's position
 
 
 # ---- results of training methods ----------------------------------------------
@@ -580,8 +606,11 @@ TrainState = Literal["starting", "running", "finished", "stopped", "failed"]
 
 
 class RunState(msgspec.Struct, omit_defaults=True):
-    """A run folder's (or a job's) `state.json`. `failed` with `resumable`: it died or
-    failed with a checkpoint in place, so `train.start` with `resume` continues it."""
+    """A run folder's (or a job's) `state.json`. `stopped`: asked to stop (`train.stop`, a
+    cancelled `train.start`, ctrl+c), checkpointed, so `train.start` with `resume`
+    continues it exactly. `failed` with `resumable`: it died or failed with a
+    checkpoint in place, and `resume` continues it too. There is no "paused" or
+    "cancelled" run: a request is cancelled, a run is stopped."""
 
     state: TrainState
     job: str = ""
@@ -601,6 +630,14 @@ class RunRead(Result):
     records: list[TrainRecord]
     eval: Optional[RunEval] = None
     state: Optional[RunState] = None
+
+
+class RunFolders(Result):
+    """`train.scan`: the run folders at `path`: itself when it holds a run, else its
+    sub-folders that do (runs trained side by side), sorted; each as `path/<name>`."""
+
+    path: str
+    runs: list[str]
 
 
 class RunSummary(msgspec.Struct):
@@ -672,6 +709,7 @@ RESULTS: dict[str, type[Result]] = {
     "train.start": TrainResult,
     "train.follow": TrainResult,
     "train.read": RunRead,
+    "train.scan": RunFolders,
     "train.list": TrainJobs,
     "train.stop": TrainStopping,
 }

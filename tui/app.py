@@ -5,8 +5,11 @@ pane is the first. All engine traffic goes through `EngineLink`, whose messages
 are handled here and handed to the widgets that show them.
 
 Notes
-- Keys that must work while typing in the prompt are ctrl keys or F1; the letter
-  keys (`?`, `l`, `r`) do the same where no text field has focus.
+- Keys that must work while typing in the prompt are ctrl keys or F-keys (F1 help,
+  F2-F5 the panes); the letter keys (`?`, `l`, `r`) do the same where no text
+  field has focus. Digits are the Inspector's (neighbours), so panes have F-keys.
+- The log toggle never moves focus: the user keeps their place (Tab reaches the
+  log when it is shown).
 - `ctrl+q` while training runs asks whether to leave it running (it is its own
   process on the engine's side and goes on), stop it (checkpointed), or stay.
 - Starting and restarting the engine never runs twice at once: cancelling a start
@@ -16,6 +19,7 @@ Notes
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from textual.app import App, ComposeResult
@@ -23,8 +27,8 @@ from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker
 
-from tui.client import EngineError, JobCancelled
-from tui.commands import SaescopeCommands
+from tui.client import EngineError
+from tui.commands import COMMANDS, SaescopeCommands
 from tui.link import EngineLink
 from tui.messages import ConnectionChanged, JobFailed, JobsChanged, JobView, LogLine, ModelChanged
 from tui.screens.help import HelpScreen, HelpSections
@@ -44,8 +48,11 @@ from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_pane import TrainPane
 from tui.screens.quit_training import QuitTrainingScreen
 
-TEST_JOB = {"seconds": 60.0, "steps": 120}
 RESTART_CONFIRM_S = 3.0
+# (pane id, title, key): the tabs, their keys, the palette's "Show pane" entries
+PANES = [("predict", "Predict", "f2"), ("inspector", "Inspector", "f3"), ("ablation", "Ablation", "f4"),
+         ("train", "Training", "f5")]
+_PANE_KEYS = Binding.Group("Panes", compact=True)  # the footer: "F2F3F4F5 Panes"
 
 
 class SaescopeApp(App[None]):
@@ -62,6 +69,8 @@ class SaescopeApp(App[None]):
         Binding("ctrl+g", "cancel_jobs", "Cancel", id="app.cancel_jobs",
                 tooltip="Cancel the running engine jobs"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, tooltip="Quit saescope"),
+        *(Binding(key, f"show_pane('{pane}')", title, id=f"app.pane.{pane}", group=_PANE_KEYS,
+                  tooltip=f"Show the {title} pane") for pane, title, key in PANES),
     ]
 
     def __init__(self, target: EngineTarget, model_spec: str = "default") -> None:
@@ -70,20 +79,18 @@ class SaescopeApp(App[None]):
         self.jobs: tuple[JobView, ...] = ()
         self._engine_worker: Worker | None = None
         self._restart_asked = 0.0
+        self._focus_before_log = None
 
     def compose(self) -> ComposeResult:
         yield StatusBar()
         yield EngineBanner()
+        saes = SaeSession(self.link)
+        panes = {"predict": lambda: PredictPane(self.link), "inspector": lambda: InspectorPane(self.link, saes),
+                 "ablation": lambda: AblationPane(self.link, saes), "train": lambda: TrainPane(self.link)}
         with TabbedContent(id="panes"):
-            with TabPane("Predict", id="predict"):
-                yield PredictPane(self.link)
-            saes = SaeSession(self.link)
-            with TabPane("Inspector", id="inspector"):
-                yield InspectorPane(self.link, saes)
-            with TabPane("Ablation", id="ablation"):
-                yield AblationPane(self.link, saes)
-            with TabPane("Training", id="train"):
-                yield TrainPane(self.link)
+            for pane, title, _ in PANES:
+                with TabPane(title, id=pane):
+                    yield panes[pane]()
         yield LogView(id="log")
         yield Footer()
 
@@ -145,22 +152,52 @@ class SaescopeApp(App[None]):
             self.push_screen(HelpScreen(self.help_sections()))
 
     def help_sections(self) -> HelpSections:
-        palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")
-        return [("Everywhere", [*self.BINDINGS, palette]),
-                ("Prompt", PromptInput.BINDINGS),
-                ("Top tokens", [*TopTokensTable.BINDINGS, *PredictPane.BINDINGS]),
-                ("Training", [*TrainPane.BINDINGS, *RunsTable.BINDINGS]),
+        palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette",
+                          tooltip="Command palette: every pane and action by name")
+        moving = [Binding("tab,shift+tab", "focus_next", "Next field", tooltip="Move between the fields of a pane"),
+                  Binding("left,right", "tab", "Tabs", tooltip="On the pane tabs: the previous / next pane")]
+        # one help row per pane key (the footer shows them as one group)
+        everywhere = [dataclasses.replace(b, group=None) if b.group is _PANE_KEYS else b for b in self.BINDINGS]
+        return [("Everywhere", [*everywhere, palette, *moving]),
+                ("Predict: prompt", PromptInput.BINDINGS),
+                ("Predict: tokens", [*TopTokensTable.BINDINGS, *PredictPane.BINDINGS]),
                 ("Inspector", InspectorPane.BINDINGS),
-                ("Ablation tree", [*AblationPane.BINDINGS, *AblationTree.BINDINGS]),
-                ("Log", LogView.BINDINGS)]
+                ("Ablation", [*AblationPane.BINDINGS, *AblationTree.BINDINGS]),
+                ("Training", [*TrainPane.BINDINGS, *RunsTable.BINDINGS]),
+                ("Log (focused)", LogView.BINDINGS)]
+
+    def palette_commands(self) -> list[tuple[str, str, str]]:
+        """(name, action, help) for the palette: the app's commands, a "Show pane" entry
+        per pane and each pane's own keys (run on that pane, which is shown first)."""
+        out = list(COMMANDS)
+        for pane, title, key in PANES:
+            out.append((f"Show pane: {title}", f"show_pane('{pane}')", f"The {title} pane ({key.upper()})"))
+        for pane, title, _ in PANES:
+            widget = self.query_one(f"#{pane}", TabPane).children[0]
+            for b in type(widget).BINDINGS:
+                if b.id and b.description:
+                    label = b.tooltip or b.description
+                    out.append((f"{title}: {label}", f"pane_action('{pane}', {b.action!r})", f"key {b.key}"))
+        return out
+
+    async def action_pane_action(self, pane: str, action: str) -> None:
+        """A pane's own action from the palette: show the pane, then run it there."""
+        self.action_show_pane(pane)
+        await self.query_one(f"#{pane}", TabPane).children[0].run_action(action)
 
     def action_toggle_log(self) -> None:
+        """Show or hide the log; focus stays where it was (it returns from the log to
+        where it came from when the log is hidden)."""
         log = self.query_one(LogView)
         if log.toggle():
-            log.focus()
+            self._focus_before_log = self.focused
             log.scroll_end(animate=False)
         elif self.focused is None or self.focused is log:
-            self.action_focus_prompt()
+            before = self._focus_before_log
+            if before is not None and before.is_attached and before.focusable:
+                before.focus()
+            else:
+                self.action_show_pane(self.query_one("#panes", TabbedContent).active)
 
     def action_focus_prompt(self) -> None:
         self.query_one(PromptInput).focus()
@@ -187,9 +224,20 @@ class SaescopeApp(App[None]):
 
     def action_show_pane(self, pane: str) -> None:
         self.query_one("#panes", TabbedContent).active = pane
-        for widget in self.query_one(f"#{pane}", TabPane).children:
-            if hasattr(widget, "focus_content"):  # into the pane, not wherever focus fell
-                widget.focus_content()
+        self._focus_pane(pane)
+        self.call_after_refresh(self._focus_pane, pane)  # again once shown, if focus did not take
+
+    def _focus_pane(self, pane: str) -> None:
+        """Focus into the shown pane: where it says (`focus_content`), else its first field."""
+        widget = self.query_one(f"#{pane}", TabPane).children[0]
+        if self.focused is not None and widget in self.focused.ancestors:
+            return
+        if hasattr(widget, "focus_content"):
+            widget.focus_content()
+        else:
+            inside = [w for w in self.screen.focus_chain if widget in w.ancestors]
+            if inside:
+                inside[0].focus()
 
     def action_restart_engine(self, confirmed: bool = False) -> None:
         if self._engine_worker is not None and self._engine_worker.is_running:
@@ -234,19 +282,6 @@ class SaescopeApp(App[None]):
     async def _stop_and_quit(self) -> None:
         await self.query_one(TrainPane).stop_all()
         self.exit()
-
-    def action_start_test_job(self) -> None:
-        self.run_worker(self._test_job(), group="jobs")
-
-    async def _test_job(self) -> None:
-        try:
-            await self.link.run("sleep", TEST_JOB)
-        except JobCancelled:
-            self.notify("The test job was cancelled.")
-        except EngineError as e:
-            self.notify(str(e), title="Test job", severity="error")
-        else:
-            self.notify("The test job finished.")
 
     def action_cancel_jobs(self) -> None:
         self.run_worker(self._cancel_jobs(), group="jobs")

@@ -2,6 +2,11 @@
 
 Each command names an app action, so the palette, the key bindings and the help
 screen all run the same code. A number in the query offers "Go to feature N".
+
+Notes
+- Besides the commands below, the app lists each pane (`Show pane: …`) and every
+  key of each pane (`Ablation: …`), built from the panes' own bindings
+  (`SaescopeApp.palette_commands`), so the palette cannot drift from the keys.
 """
 
 from __future__ import annotations
@@ -17,15 +22,12 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("Focus prompt", "focus_prompt", "Move the cursor to the prompt"),
     ("Toggle log", "toggle_log", "Show or hide engine stderr and app messages"),
     ("Restart engine", "restart_engine(True)", "Stop the engine (if it runs) and start a fresh one"),
-    ("Start test job", "start_test_job", "Run the engine's sleep job with progress in the status bar"),
     ("Cancel jobs", "cancel_jobs", "Cancel the running engine jobs"),
     ("Start training", "train('new')", "Training: the form that starts SAE runs"),
-    ("Cancel selected run", "train('pause')", "Training: pause the selected run's job (checkpointed)"),
-    ("Resume selected run", "train('resume')", "Training: continue the selected run from its checkpoint"),
-    ("Open run folder", "train('open')", "Training: reopen a run folder and replay its metrics"),
-    ("Compare runs", "train('compare')", "Training: final metrics of every run side by side"),
-    ("Inspector", "show_pane('inspector')", "Show the Inspector: a feature's examples, histogram, logits"),
-    ("Ablation tree", "show_pane('ablation')", "Show the Ablation pane: what drives a prediction"),
+    ("Stop selected run", "train('stop')", "Training: stop the selected run's job (checkpointed; resume continues it)"),
+    ("Resume selected run", "train('resume')", "Training: continue a stopped run from its checkpoint"),
+    ("Open run folder", "train('open')", "Training: reopen a run folder, or a folder of side-by-side runs as one comparison"),
+    ("Compare runs", "train('compare')", "Training: final metrics of the shown runs side by side"),
     ("Search: features that fire on a text", "search_features('text')", "Inspector: features firing on typed text"),
     ("Search: features that boost a token", "search_features('token')", "Inspector: logit effect on one token"),
     ("Search: densest features", "search_features('densest')", "Inspector: the features that fire most often"),
@@ -36,7 +38,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 class SaescopeCommands(Provider):
     async def discover(self) -> Hits:
-        for name, action, help_text in COMMANDS:
+        for name, action, help_text in self.app.palette_commands():
             yield DiscoveryHit(name, partial(self.app.run_action, action), help=help_text)
 
     async def search(self, query: str) -> Hits:
@@ -45,7 +47,7 @@ class SaescopeCommands(Provider):
             n = int(number.group())
             yield Hit(1.0, f"Go to feature {n}", partial(self.app.run_action, f"goto_feature({n})"),
                       help="Inspector: show this feature of the open SAE")
-        for name, action, help_text in COMMANDS:
+        for name, action, help_text in self.app.palette_commands():
             score = max(matcher.match(name), matcher.match(help_text) * 0.5)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), partial(self.app.run_action, action), help=help_text)

@@ -15,9 +15,10 @@ from dataclasses import KW_ONLY, dataclass, field
 
 import msgspec
 
-from engine.protocol import TreeAgreement, TreeNode, TreeOpened
+from engine.protocol import PredictionChange, TreeAgreement, TreeNode, TreeOpened
 
-Path = tuple[int, ...]
+NodePath = tuple[int, ...]
+"""A node's child indices from the root, as `tree.expand` takes it."""
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TreeState:
     """(site index, features) ablated together."""
     engine: int | None = None
     """The pid of the engine holding the tree (a restarted engine has lost it)."""
-    checks: dict[Path, TreeAgreement] = field(default_factory=dict)
+    checks: dict[NodePath, TreeAgreement] = field(default_factory=dict)
     """`tree.check` results by the checked node's path."""
 
     @property
@@ -69,7 +70,7 @@ def open_chains(root: TreeNode) -> list[tuple]:
     return out
 
 
-def chain_of(root: TreeNode, path: Path) -> tuple:
+def chain_of(root: TreeNode, path: NodePath) -> tuple:
     """The key chain of the node at `path`."""
     chain, node = (), root
     for i in path:
@@ -89,11 +90,22 @@ def find_chain(root: TreeNode, chain: tuple) -> tuple[list[int], TreeNode] | Non
     return path, node
 
 
-def export(state: TreeState) -> dict:
+def expandable(node: TreeNode) -> bool:
+    """Whether a node can have children: the root, the down tree's root, a feature with
+    an earlier site (up) or anything after it (down); never an error term or a logit."""
+    if node.children is not None:
+        return len(node.children) > 0
+    n = node.node
+    if n.kind in ("metric", "ablation"):
+        return True
+    return n.kind == "feature" and (n.direction == "down" or (n.site_index or 0) > 0)
+
+
+def export(state: TreeState, prediction: PredictionChange | None = None) -> dict:
     """Everything the pane shows, for a JSON file."""
     o = state.opened
     return msgspec.to_builtins({
         "prompt": state.prompt, "tokens": o.tokens, "position": o.position, "predicted": o.predicted,
         "sites": o.sites, "method": state.method, "mode": state.mode, "up": state.up,
         "ablated": ({"site": state.ablated[0], "features": list(state.ablated[1])} if state.ablated else None),
-        "down": state.down, "checks": [{**msgspec.to_builtins(c), "path": list(p)} for p, c in state.checks.items()]})
+        "down": state.down, "prediction": prediction, "checks": [{**msgspec.to_builtins(c), "path": list(p)} for p, c in state.checks.items()]})

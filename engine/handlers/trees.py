@@ -8,7 +8,7 @@ from engine.errors import UserError
 from engine.handlers.features import open_view
 from engine.jobs import Job
 from engine.saes import check_features
-from engine.protocol import TreeAblated, TreeAgreement, TreeChildren, TreeNode, TreeOpened
+from engine.protocol import PredictionChange, TreeAblated, TreeAgreement, TreeChildren, TreeNode, TreeOpened
 from engine.workspace import Workspace, builder_bytes
 
 
@@ -82,4 +82,18 @@ def tree_ablate(state: Workspace, params, ctx: Job) -> TreeAblated:
     if not 0 <= params.site < len(tb.s.sites):
         raise UserError(f"site {params.site} does not exist")
     check_features(tb.s.sites[params.site].sae.cfg.d_sae, params.features, f"the {tb.s.sites[params.site].name} SAE")
-    return TreeAblated(root=msgspec.convert(tb.root_down(params.site, params.features, mode=params.mode, job=ctx), TreeNode))
+    root = tb.root_down(params.site, params.features, mode=params.mode, job=ctx)
+    return TreeAblated(root=msgspec.convert(root, TreeNode),
+                       prediction=msgspec.convert(_prediction_change(tb, params, ctx), PredictionChange))
+
+
+def _prediction_change(tb, params, job: Job) -> dict:
+    """The prediction at the tree's position before and after the ablations: one more
+    forward pass (the builder keeps the clean one)."""
+    from engine.ablate import Intervention
+    from engine.predict import prediction_change
+
+    ivs = [Intervention(params.site, f, params.mode) for f in params.features]
+    after = tb.s.run(tb.tokens, ivs, upto=tb.position, job=job)
+    decode = tb.s.lm.tokenizer.decode
+    return prediction_change(tb.clean.logits[tb.position], after.logits[tb.position], lambda t: decode([t]))

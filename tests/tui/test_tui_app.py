@@ -1,5 +1,5 @@
 """The app driven by Textual's pilot, always against a real engine subprocess:
-predicting, vim movement, the test job and its cancellation, the engine dying
+predicting, vim movement, a job and its cancellation, pane keys, the palette, the engine dying
 and coming back, help, and the log view."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+
+from textual.widgets import TabbedContent
 
 from tui.screens.help import HelpScreen
 from tui.target import EngineTarget
@@ -73,10 +75,8 @@ def test_test_job_shows_progress_and_cancels(make_app, model_loaded, wait_until)
         app = make_app()
         async with app.run_test(size=(80, 24)) as pilot:
             await model_loaded(pilot)
-            await pilot.press("ctrl+p")
-            await pilot.press(*"test job")
-            await pilot.pause(0.3)
-            await pilot.press("enter")
+            # the engine's sleep job (a debug job: not in the palette)
+            app.run_worker(app.link.run("sleep", {"seconds": 60.0, "steps": 120}), exit_on_error=False)
             await wait_until(pilot, lambda: "job: sleep" in status_text(app), 10, "the job in the status bar")
             await wait_until(pilot, lambda: any(j.fraction for j in app.jobs), 10, "progress")
             assert "%" in status_text(app)
@@ -146,19 +146,67 @@ def test_help_and_log(make_app, wait_until):
             await pilot.pause(0.3)
             assert app.link.connected and app.link.engine_pid == pid
 
+            prompt = app.query_one(PromptInput)
+            await pilot.press(*"ab?")  # `?` is a character in the prompt; F1 is help while typing
+            assert prompt.value == "ab?" and not isinstance(app.screen, HelpScreen)
             await pilot.press("f1")
             assert isinstance(app.screen, HelpScreen)
+            shown = _help_text(app.screen)
+            for pane in ("Predict", "Inspector", "Ablation", "Training"):
+                assert pane in shown  # a section per pane, and its key
+            assert "F2" in shown and "F5" in shown and "Show the Ablation pane" in shown
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
 
+            # a key per pane, also while typing; each puts focus into its pane
+            tabs = app.query_one(TabbedContent)
+            for key, pane in (("f4", "ablation"), ("f3", "inspector"), ("f5", "train"), ("f2", "predict")):
+                await pilot.press(key)
+                await pilot.pause(0.05)
+                assert tabs.active == pane
+                assert app.focused is not None and pane in [a.id for a in app.focused.ancestors_with_self]
+            assert app.focused is prompt
+
+            # the log toggle leaves focus where it was
             assert not log.display
             await pilot.press("ctrl+l")
-            assert log.display and app.focused is log
+            assert log.display and app.focused is prompt
             assert any("connected local" in str(line.text) for line in log.lines)
-            await pilot.press("question_mark")  # letter keys work outside the prompt
-            assert isinstance(app.screen, HelpScreen)
-            await pilot.press("q", "l")
-            assert not log.display and app.focused is app.query_one(PromptInput)
+            await pilot.press("ctrl+l")
+            assert not log.display and app.focused is prompt
+            await pilot.press("ctrl+l")
+            log.focus()  # the user went into the log (Tab, a click): hiding it returns focus
+            await pilot.pause()
+            await pilot.press("ctrl+l")
+            assert not log.display and app.focused is prompt
+
+    asyncio.run(main())
+
+
+def _help_text(screen) -> str:
+    from rich.console import Console
+
+    console = Console(width=100, record=True, file=open(os.devnull, "w"))
+    console.print(screen._table())
+    return console.export_text()
+
+
+def test_palette_lists_panes_and_pane_actions_and_no_debug_entries(make_app, wait_until):
+    async def main():
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: app.link.connected, 30, "the engine")
+            names = [name for name, _, _ in app.palette_commands()]
+            assert not any("test job" in n.lower() for n in names)
+            for title in ("Predict", "Inspector", "Ablation", "Training"):
+                assert f"Show pane: {title}" in names
+            assert any(n.startswith("Ablation: Toggle ablation") for n in names)
+            assert any(n.startswith("Inspector: Search") for n in names)
+            await pilot.press("ctrl+p")
+            await pilot.press(*"show pane abl")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: app.query_one(TabbedContent).active == "ablation", 5, "the Ablation pane")
 
     asyncio.run(main())
 

@@ -12,7 +12,7 @@ from engine.protocol import NodeLabel, TreeNode
 from engine.feature_text import context_token, effect_bar, node_label, shade
 from tui.page_cache import PageCache
 from tui.tree_state import find_chain, node_key, open_chains
-from tui.widgets.inspector_pane import prefetch_order
+from tui.controllers.inspector import prefetch_order
 
 
 def test_page_cache_shares_fetches_and_prefetches_in_order():

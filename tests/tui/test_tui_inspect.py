@@ -1,6 +1,7 @@
 """The Inspector pane driven by the pilot against a real engine: a search from the
 palette, a feature page, stepping to cached pages without a request, neighbours,
-typing a number, live activations; and a snapshot at 80x24."""
+typing a number (and one out of range), live activations, an SAE that fails to
+open; and a snapshot at 80x24."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             assert isinstance(screen, FeatureSearchScreen) and screen.kind == "densest"
             await wait_until(pilot, lambda: screen.results is not None, 30, "the densest features")
             densities = [r.density for r in screen.results]
+            assert all(r.description for r in screen.results)  # each hit with its description
+            listed = str(screen.query_one(OptionList).get_option_at_index(0).prompt)
+            assert screen.results[0].description in listed
             assert len(densities) == 20 and densities == sorted(densities, reverse=True)
             f = screen.results[0].feature
             await pilot.press("enter")
@@ -103,6 +107,21 @@ def test_inspector_search_page_steps_and_live(make_app, model_loaded, wait_until
             # "Go to feature N" from the palette.
             await palette(pilot, "12")
             await wait_until(pilot, lambda: pane.page_view.page.feature == 12, 30, "feature 12")
+
+            # A feature out of range is refused with the reason, not clamped.
+            d_sae = pane.page_view.page.d_sae
+            await pilot.press("g", "ctrl+u", *"99999", "enter")
+            status = pane.query_one("#inspect-status")
+            assert status.has_class("-error") and f"out of range" in str(status.render())
+            assert f"0..{d_sae - 1}" in str(status.render())
+            assert pane.current == (path, 12) and pane.page_view.page.feature == 12
+
+            # Opening another SAE that fails: the header goes back to the SAE shown.
+            pane.show_feature(3, path="/nowhere/sae")
+            await wait_until(pilot, lambda: status.has_class("-error") and "nowhere" in str(status.render()), 30,
+                             "the failed open")
+            assert pane.sae_field.path == path and pane.number_input.value == "12"
+            assert pane.page_view.page.feature == 12
 
     asyncio.run(main())
 

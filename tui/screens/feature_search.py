@@ -34,6 +34,7 @@ Search = Callable[[str, str], Awaitable[list[SearchHit]]]
 
 
 def result_text(kind: str, r: SearchHit) -> Text:
+    """One hit: the feature, what the search measured, and its description (its top tokens)."""
     text = Text.assemble((f"#{r.feature:<6}", "bold"))
     if r.max is not None:
         text.append(f" max {r.max:.2f}")
@@ -41,6 +42,8 @@ def result_text(kind: str, r: SearchHit) -> Text:
         text.append(f" logit effect {r.value:+.3f}")
     if r.density is not None and kind != "dead":
         text.append(f" density {r.density:.2%}")
+    if r.description:
+        text.append(f"  {r.description}", style="italic")
     return text
 
 

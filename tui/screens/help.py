@@ -8,6 +8,8 @@ Notes
 
 from __future__ import annotations
 
+import re
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -51,7 +53,7 @@ class HelpScreen(ModalScreen[None]):
 
     def _table(self) -> Table:
         table = Table(box=None, show_header=False, expand=True, padding=(0, 1))
-        table.add_column("key", style="bold", width=18, no_wrap=True)
+        table.add_column("key", style="bold", width=20, no_wrap=True)
         table.add_column("what")
         for title, bindings in self.sections:
             table.add_row(Text(title, style="bold underline"), "")
@@ -60,19 +62,24 @@ class HelpScreen(ModalScreen[None]):
         return table
 
     def _rows(self, bindings: list[Binding]) -> list[tuple[str, str]]:
-        """(keys, description) rows; bindings of one group share a row (`j, k  Move`)."""
-        rows: list[tuple[str, str]] = []
+        """(keys, description) rows; bindings of one group share a row (`j, k  Move`,
+        `1 … 8  Jump to neighbour`)."""
+        rows: list[tuple[list[str], str]] = []
         last_group = None
         for b in bindings:
             if not b.description:
                 continue
-            keys = ", ".join(self.app.get_key_display(Binding(k, b.action)) for k in b.key.split(","))
+            keys = [self._key(k) for k in b.key.split(",")]
             if b.group is not None and b.group == last_group:
-                rows[-1] = (f"{rows[-1][0]}, {keys}", rows[-1][1])
+                rows[-1][0].extend(keys)
             else:
                 rows.append((keys, b.group.description if b.group else b.tooltip or b.description))
             last_group = b.group
-        return rows
+        return [(keys[0] + " … " + keys[-1] if len(keys) > 4 else ", ".join(keys), what) for keys, what in rows]
+
+    def _key(self, key: str) -> str:
+        shown = self.app.get_key_display(Binding(key, ""))
+        return shown.upper() if re.fullmatch(r"f\d+", shown) else shown
 
     def action_scroll(self, direction: str) -> None:
         scroll = self.query_one(VerticalScroll)

@@ -4,62 +4,50 @@ Type a prompt and press Enter: the root is the model's prediction at the chosen
 position (the last token, or one picked on the token chips with ←/→ and Enter),
 and its children are the downstream SAE's features and error term with the
 largest effect on it. Expanding a node asks the engine for its own children.
-Keys on the tree: `a` toggles ablation of the selected feature and shows what
-the ablated set drives (the down tree), `d` switches between the up and down
-trees, `x` switches exact/attribution, `z` zero/mean ablation, `c` checks the
-node's attributions against exact ablation, `o` opens the feature in the
-Inspector, `e` exports the tree as JSON.
+Keys on the tree: `a` ablates the selected feature, or restores it (on the down
+tree's root: restores them all), and shows the prediction before and after;
+`d` switches between the up tree and the down tree (what the ablated set drives),
+`x` switches exact/attribution, `z` zero/mean ablation, `c` checks the node's
+attributions against exact ablation, `o` opens the feature in the Inspector,
+`e` exports the tree as JSON.
 
 Notes
-- The pane keeps the engine's nodes (`up`, `down`) and fills in `children`
-  as replies arrive, so the export is exactly what was shown.
-- A method or mode change recomputes: the root's children again, then every node
-  that was open, found again by what it is (site, feature), not its index.
-- Down-tree nodes are expanded with `tree.ablate` of that one feature: the engine
-  keeps only the up tree under the tree's name, and the children of a down node
-  are by definition what ablating it drives.
-- A tree lives in the engine that built it: after an engine restart the next
-  action rebuilds it (same prompt, position, open nodes) instead of failing.
-- Every reply carries the tree's generation; one that arrives after the tree was
-  rebuilt (new prompt, position, mode) is dropped.
+- This file lays out and draws; `tui/controllers/ablation.py` owns the requests
+  and the state, and posts the messages handled here.
+- Each row's number is the change of its parent's value when the node is ablated,
+  marked `=` (exact) or `≈` (attribution): after a method switch, rows computed
+  before keep their own mark.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Input, Label, Static, Tabs
 
-from engine.protocol import TreeNode as Node
-from tui.client import EngineError
+from tui.controllers.ablation import AblationController, ChildrenArrived, Status, TreeFailed, TreeShown
 from tui.link import EngineLink
 from tui.navigation import OpenFeature
-from tui.sae_paths import default_downstream, default_upstream, short_name
+from tui.sae_paths import default_downstream, default_upstream
 from tui.sae_session import SaeSession
 from tui.text import visible_token
-from tui.tree_state import TreeState, chain_of, export, find_chain, open_chains
-from tui.widgets.ablation_tree import AblationTree, NodeRef
+from tui.widgets.ablation_tree import AblationTree
+from tui.widgets.prediction_change import PredictionChangeView
 from tui.widgets.sae_field import SaeField
 from tui.widgets.token_cursor import TokenCursor
 
-TOP = 8
-_tree_names = itertools.count(1)
+LEGEND = "each row: change of its parent if ablated · = exact · ≈ attribution"
 
 
 class AblationPane(Vertical):
     BINDINGS = [
         Binding("a", "ablate", "Ablate", id="ablate.toggle",
-                tooltip="Toggle ablation of the selected feature and show what the ablated set drives"),
+                tooltip="Toggle ablation of the selected feature (the same key restores it)"),
         Binding("c", "check", "Check", id="ablate.check",
                 tooltip="Check the node's attributions against exact ablation (n, Pearson, Spearman)"),
         Binding("o", "inspect", "Inspect", id="ablate.inspect", tooltip="Open the selected feature in the Inspector"),
@@ -72,50 +60,24 @@ class AblationPane(Vertical):
         Binding("e", "export", "Export", id="ablate.export", show=False,
                 tooltip="Write the tree as JSON to the current directory"),
         Binding("left_square_bracket", "position(-1)", "Earlier", show=False,
-                group=Binding.Group("Position: earlier / later token")),
+                group=Binding.Group("Position: earlier / later token (ablations kept)")),
         Binding("right_square_bracket", "position(1)", "Later", show=False,
-                group=Binding.Group("Position: earlier / later token")),
+                group=Binding.Group("Position: earlier / later token (ablations kept)")),
         Binding("p", "focus_prompt", "Prompt", id="ablate.prompt", show=False, tooltip="Type another prompt"),
     ]
     DEFAULT_CSS = """
     AblationPane { height: 1fr; }
     AblationPane .row { height: 1; padding: 0 1; }
     AblationPane .row Label { width: auto; color: $text-muted; }
-    AblationPane #ablate-info { height: 1; padding: 0 1; color: $text-muted; }
+    AblationPane #ablate-info { height: auto; max-height: 6; padding: 0 1; color: $text-muted; }
     AblationPane #ablate-info.-error { color: $text-error; }
     """
 
-    @dataclass
-    class Opened(Message):
-        state: TreeState
-
-    @dataclass
-    class Changed(Message):
-        """The current tree's nodes changed (generation `generation`); redraw it."""
-
-        generation: int
-        note: str = ""
-
-    @dataclass
-    class Expanded(Message):
-        generation: int
-        ref: NodeRef
-        down: bool
-
-    @dataclass
-    class Failed(Message):
-        generation: int
-        error: str
-
     def __init__(self, link: EngineLink, saes: SaeSession, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.link, self.saes = link, saes
-        self.state: TreeState | None = None
-        self.direction = "up"
-        self.method, self.mode = "attribution", "zero"
-        self._generation = 0
+        self.link = link
+        self.control = AblationController(link, saes, self.post_message)
         self.last_export: Path | None = None
-        self._cursor: dict[str, tuple] = {}  # direction -> path of the node under the cursor
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -129,11 +91,15 @@ class AblationPane(Vertical):
             yield SaeField(default_downstream(), "Downstream SAE (the later site)", id="ablate-down")
         yield TokenCursor(hint="(the prompt's tokens: ←/→ pick the position, Enter rebuilds)", id="ablate-tokens")
         yield Static("", id="ablate-info")
+        yield PredictionChangeView(id="ablate-prediction")
         yield AblationTree(id="ablate-tree")
 
     def on_mount(self) -> None:
-        self.tree.is_ablated = self._is_ablated
+        self.tree.is_ablated = self.control.is_ablated
         self._info(self._settings())
+
+    def on_unmount(self) -> None:
+        self.control.close()
 
     def on_show(self) -> None:
         if not isinstance(self.app.focused, Tabs):  # someone walking the tabs with ←/→ stays there
@@ -143,6 +109,14 @@ class AblationPane(Vertical):
         (self.prompt_input if self.state is None else self.tree).focus()
 
     # ---- parts ------------------------------------------------------------------------
+    @property
+    def state(self):
+        return self.control.state
+
+    @property
+    def direction(self) -> str:
+        return self.control.direction
+
     @property
     def tree(self) -> AblationTree:
         return self.query_one(AblationTree)
@@ -155,11 +129,6 @@ class AblationPane(Vertical):
     def sae_paths(self) -> list[str]:
         return [self.query_one("#ablate-up", SaeField).path, self.query_one("#ablate-down", SaeField).path]
 
-    def _is_ablated(self, node: Node) -> bool:
-        s = self.state
-        n = node.node
-        return bool(s and s.ablated and s.ablated[0] == n.site_index and n.feature in s.ablated[1])
-
     # ---- opening ----------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -170,192 +139,72 @@ class AblationPane(Vertical):
         if self.state is not None:
             self.open_tree()
 
-    def open_tree(self, position: int | None = None, keep: list[tuple] | None = None) -> None:
+    def open_tree(self, position: int | None = None) -> None:
         """Build the tree for the prompt at `position` (None: the last token)."""
-        prompt = self.prompt_input.value
-        if not prompt.strip():
-            self._info("Type a prompt first.", error=True)
+        if self.control.open(self.prompt_input.value, self.sae_paths, position) is None:
             self.prompt_input.focus()
-            return
-        self._generation += 1
-        self._info("opening the SAEs…" if not all(self.saes.info(p) for p in self.sae_paths) else "building the tree…")
-        self.run_worker(self._open(self._generation, prompt, position, self.sae_paths, keep or []),
-                        group="tree", exclusive=True, exit_on_error=False)
 
-    async def _open(self, generation: int, prompt: str, position: int | None, paths: list[str],
-                    keep: list[tuple]) -> None:
-        try:
-            for path in paths:
-                await self.saes.open(path, on_progress=lambda f, p=path: self._info(f"indexing {short_name(p)}: {f:.0%}"))
-            name = f"tui-{os.getpid()}-{next(_tree_names)}"
-            params = {"tree": name, "upstream": paths[0], "downstream": paths[1], "prompt": prompt,
-                      "position": position, "mode": self.mode, "method": self.method, "top": TOP}
-            opened = await self.link.run("tree.open", params, needs_model=True)
-            state = TreeState(name, prompt, paths, opened, self.method, self.mode, generation,
-                              engine=self.link.engine_pid)
-            await self._reexpand(state, keep)
-        except EngineError as e:
-            self.post_message(self.Failed(generation, str(e)))
-        else:
-            self.post_message(self.Opened(state))
-
-    def on_ablation_pane_opened(self, message: Opened) -> None:
-        if message.state.generation != self._generation:
-            return
-        old, s = self.state, message.state
-        self.state = s
+    # ---- the controller's news ------------------------------------------------------------
+    def on_tree_shown(self, message: TreeShown) -> None:
+        s = self.state
         self.query_one(TokenCursor).show(s.opened.tokens, s.opened.position)
-        same = (old is not None and old.prompt == s.prompt and old.paths == s.paths
-                and old.opened.position == s.opened.position)
-        if same and old.ablated and old.mode == s.mode:
-            s.ablated, s.down = old.ablated, old.down  # a method change leaves the (exact) down tree as it was
-        elif same and old.ablated:
-            self._run_ablation(*old.ablated)  # a new mode: ablate the same features again
-        else:
-            self.direction = "up"
-            self._cursor = {}
         self._draw()
+        if message.note:
+            self.app.notify(message.note, timeout=6)
         if not self.tree.has_focus:
             self.tree.focus()
+
+    def on_children_arrived(self, message: ChildrenArrived) -> None:
+        if message.down == (self.direction == "down"):
+            self.tree.set_children(message.path, message.node)
+
+    def on_status(self, message: Status) -> None:
+        self._info(message.text, error=message.error)
+
+    def on_tree_failed(self, message: TreeFailed) -> None:
+        if message.paths is not None:  # the SAE fields name the SAEs of the tree shown
+            for field, path in zip((self.query_one("#ablate-up", SaeField), self.query_one("#ablate-down", SaeField)),
+                                   message.paths):
+                field.set_path(path)
+        self._info(message.error, error=True)
 
     def on_tree_node_highlighted(self, event: AblationTree.NodeHighlighted) -> None:
         event.stop()
         if event.node.data is not None and self.state is not None:
-            self._cursor[self.direction] = event.node.data.path
-
-    def on_ablation_pane_failed(self, message: Failed) -> None:
-        if message.generation == self._generation:
-            self._info(message.error, error=True)
-
-    # ---- expanding ----------------------------------------------------------------------
-    def _lost(self, also_open: tuple | None = None) -> bool:
-        """True (and the tree is rebuilt, with `also_open` opened too) when the engine
-        holding the tree has restarted."""
-        if self.state is None or self.state.engine == self.link.engine_pid or not self.link.connected:
-            return False
-        self.app.notify("The engine restarted: rebuilding the tree.", timeout=4)
-        self._recompute([also_open] if also_open else [])
-        return True
+            self.control.cursor[self.direction] = event.node.data.path
 
     def on_ablation_tree_expand_wanted(self, message: AblationTree.ExpandWanted) -> None:
         message.stop()
-        if self.state is None:
-            return
-        if self._lost(chain_of(self.state.up, message.ref.path) if self.direction == "up" else None):
-            return
-        down = self.direction == "down"
-        self.run_worker(self._expand(self.state, message.ref, down), group="expand", exit_on_error=False)
-
-    async def _expand(self, s: TreeState, ref: NodeRef, down: bool) -> None:
-        node = ref.node
-        try:
-            if down:
-                n = node.node
-                if n.kind != "feature":
-                    node.children = []
-                else:
-                    result = await self.link.run("tree.ablate", {"tree": s.name, "site": n.site_index,
-                                                                 "features": [n.feature], "mode": s.mode},
-                                                 needs_model=True)
-                    node.children = result.root.children
-            else:
-                result = await self.link.run("tree.expand", {"tree": s.name, "path": list(ref.path),
-                                                             "method": s.method}, needs_model=True)
-                node.children = result.children
-        except EngineError as e:
-            self.post_message(self.Failed(s.generation, str(e)))
-            return
-        self.post_message(self.Expanded(s.generation, ref, down))
-
-    def on_ablation_pane_expanded(self, message: Expanded) -> None:
-        if self.state is None or message.generation != self.state.generation:
-            return
-        if message.down == (self.direction == "down"):
-            self.tree.set_children(message.ref.path, message.ref.node)
-
-    async def _reexpand(self, s: TreeState, keep: list[tuple]) -> None:
-        """Open again the nodes that were open (found by what they are), with the state's method."""
-        for chain in keep:
-            found = find_chain(s.up, chain)
-            if found is not None and found[1].children is None:
-                path, node = found
-                result = await self.link.run("tree.expand", {"tree": s.name, "path": path, "method": s.method},
-                                             needs_model=True)
-                node.children = result.children
+        self.control.expand(message.ref.path, message.ref.node)
 
     # ---- actions ------------------------------------------------------------------------
-    def _selected_feature(self) -> Node | None:
+    def _selected_feature(self, allow_ablation: bool = False):
         ref = self.tree.selected
-        if ref is None or ref.node.node.kind != "feature":
+        kinds = ("feature", "ablation") if allow_ablation else ("feature",)
+        if ref is None or ref.node.node.kind not in kinds:
             self.app.notify("Select a feature node first.", severity="warning", timeout=3)
             return None
         return ref.node
 
     def action_ablate(self) -> None:
-        if self.state is None or self._lost() or (node := self._selected_feature()) is None:
-            return
-        n = node.node
-        site, feature = n.site_index, n.feature
-        s = self.state
-        current = set(s.ablated[1]) if s.ablated and s.ablated[0] == site else set()
-        features = tuple(sorted(current ^ {feature}))
-        if not features:
-            s.ablated, s.down = None, None
-            self.direction = "up"
-            self._draw()
-            return
-        self._run_ablation(site, features)
-
-    def _run_ablation(self, site: int, features: tuple[int, ...]) -> None:
-        s = self.state
-        s.ablated = (site, tuple(features))
-        self.tree.relabel()
-        self._info(f"ablating {len(features)} feature{'s' if len(features) > 1 else ''}…")
-        self.run_worker(self._ablate(s, site, tuple(features)), group="ablate", exclusive=True, exit_on_error=False)
-
-    async def _ablate(self, s: TreeState, site: int, features: tuple[int, ...]) -> None:
-        try:
-            result = await self.link.run("tree.ablate", {"tree": s.name, "site": site, "features": list(features),
-                                                         "mode": s.mode}, needs_model=True)
-        except EngineError as e:
-            self.post_message(self.Failed(s.generation, str(e)))
-            return
-        if s.ablated == (site, features):
-            s.down = result.root
-            self.direction = "down"
-            self._cursor.pop("down", None)
-            self.post_message(self.Changed(s.generation))
-
-    def on_ablation_pane_changed(self, message: Changed) -> None:
-        if self.state is not None and message.generation == self.state.generation:
-            self._draw()
-            if message.note:
-                self.app.notify(message.note, timeout=6)
+        if self.state is not None and (node := self._selected_feature(allow_ablation=True)) is not None:
+            self.control.toggle_ablation(node)
 
     def action_switch_direction(self) -> None:
         if self.state is None:
             return
-        if self.state.down is None:
-            if self._selected_feature() is not None:
-                self.action_ablate()
-            return
-        self.direction = "up" if self.direction == "down" else "down"
-        self._draw()
+        if self.control.switch_direction():
+            self._draw()
+        else:
+            self.app.notify("Nothing is ablated: `a` ablates the selected feature.", timeout=4)
 
     def action_switch_method(self) -> None:
-        self.method = "exact" if self.method == "attribution" else "attribution"
-        self._recompute()
+        self.control.switch_method()
+        self._info(self._settings())
 
     def action_switch_mode(self) -> None:
-        self.mode = "mean" if self.mode == "zero" else "zero"
-        self._recompute()
-
-    def _recompute(self, also_open: list[tuple] = ()) -> None:
-        if self.state is None:
-            self._info(self._settings())
-            return
-        keep = open_chains(self.state.up) + list(also_open)
-        self.open_tree(self.state.opened.position, keep)
+        self.control.switch_mode()
+        self._info(self._settings())
 
     def action_position(self, step: int) -> None:
         if self.state is None:
@@ -364,12 +213,12 @@ class AblationPane(Vertical):
         position = max(0, min(len(tokens) - 1, self.state.opened.position + step))
         if position != self.state.opened.position:
             self.query_one(TokenCursor).show(tokens, position)
-            self.open_tree(position)
+            self.control.recompute(position=position)
 
     def on_token_cursor_chosen(self, message: TokenCursor.Chosen) -> None:
         message.stop()
         if self.state is not None and message.index != self.state.opened.position:
-            self.open_tree(message.index)
+            self.control.recompute(position=message.index)
 
     def on_token_cursor_moved(self, message: TokenCursor.Moved) -> None:
         message.stop()
@@ -378,26 +227,13 @@ class AblationPane(Vertical):
             self._info(f"position {message.index} ({token}): Enter rebuilds the tree there")
 
     def action_check(self) -> None:
-        s = self.state
         ref = self.tree.selected
-        if s is None or ref is None or self._lost():
+        if self.state is None or ref is None:
             return
         if self.direction == "down":
             self.app.notify("Down-tree effects are exact already; check the up tree (d switches).", timeout=4)
             return
-        self._info("checking attribution against exact ablation…")
-        self.run_worker(self._check(s, ref), group="check", exclusive=True, exit_on_error=False)
-
-    async def _check(self, s: TreeState, ref: NodeRef) -> None:
-        try:
-            result = await self.link.run("tree.check", {"tree": s.name, "path": list(ref.path)}, needs_model=True)
-        except EngineError as e:
-            self.post_message(self.Failed(s.generation, str(e)))
-            return
-        s.checks[ref.path] = result
-        note = (f"{result.n} candidates: Pearson {result.pearson:.3f}, Spearman {result.spearman:.3f} "
-                f"between attribution and exact ablation")
-        self.post_message(self.Changed(s.generation, note))
+        self.control.check(ref.path)
 
     def action_inspect(self) -> None:
         if self.state is None or (node := self._selected_feature()) is None:
@@ -406,14 +242,12 @@ class AblationPane(Vertical):
         self.post_message(OpenFeature(self.state.paths[n.site_index], n.feature))
 
     def action_export(self) -> None:
-        s = self.state
-        if s is None:
+        if self.state is None:
             return
-        path = Path.cwd() / f"saescope-tree-{time.strftime('%Y%m%d-%H%M%S')}.json"
         try:
-            path.write_text(json.dumps(export(s), indent=1) + "\n")
+            path = self.control.export(Path.cwd(), time.strftime("%Y%m%d-%H%M%S"))
         except OSError as e:
-            self.app.notify(f"Could not write {path}: {e.strerror or e}", severity="error")
+            self.app.notify(f"Could not write the tree: {e.strerror or e}", severity="error")
             return
         self.last_export = path
         self.app.notify(f"Tree written to {path}", title="Export", timeout=8)
@@ -423,35 +257,34 @@ class AblationPane(Vertical):
 
     # ---- drawing ------------------------------------------------------------------------
     def _draw(self) -> None:
-        s = self.state
-        tree = self.tree
-        tree.exact = {p: {pair.feature: pair.exact for pair in c.pairs} for p, c in s.checks.items()}
-        tree.agreement = s.checks if self.direction == "up" else {}
-        if self.direction == "down" and s.down is not None:
-            tree.exact = {}
-            tree.show(s.down, cursor=self._cursor.get("down", ()))
+        s, tree, down = self.state, self.tree, self.direction == "down"
+        tree.agreement = {} if down else s.checks
+        tree.exact = {} if down else {p: {pair.feature: pair.exact for pair in c.pairs} for p, c in s.checks.items()}
+        if down:
+            tree.show(s.down, cursor=self.control.cursor.get("down", ()))
         else:
-            self.direction = "up"
             o = s.opened
             title = Text.assemble(("predicts ", "dim"), (visible_token(o.predicted), "bold"),
                                   (f" after {visible_token(o.tokens[o.position])} (@{o.position})", "dim"),
                                   f"  logit = {s.up.effect:.3f}")
-            tree.show(s.up, title, cursor=self._cursor.get("up", ()))
+            tree.show(s.up, title, cursor=self.control.cursor.get("up", ()))
+        self.query_one(PredictionChangeView).show(self.control.prediction, full=down)
         self._info(self._settings())
 
     def _settings(self) -> str:
+        c = self.control
         parts = []
         if self.state is not None:
             o = self.state.opened
-            parts.append(f"@{o.position} {visible_token(o.tokens[o.position])} → "
-                         f"{visible_token(o.predicted)}")
-        parts.append("≈ attribution" if self.method == "attribution" else "= exact")
-        parts.append(f"{self.mode} ablation")
+            parts.append(f"@{o.position} {visible_token(o.tokens[o.position])} → {visible_token(o.predicted)}")
+        parts.append("new rows ≈ attribution" if c.method == "attribution" else "new rows = exact")
+        parts.append(f"{c.mode} ablation")
         if self.state is not None:
-            parts.append("↓ what it drives" if self.direction == "down" else "↑ what drives it")
-        return " · ".join(parts)
+            parts.append("↓ what it drives" if c.direction == "down" else "↑ what drives it")
+        return " · ".join(parts) + "\n" + LEGEND
 
     def _info(self, text: str, error: bool = False) -> None:
+        """The info rows: settings and the legend, or a message; errors wrap, in full."""
         info = self.query_one("#ablate-info", Static)
-        info.update(Text(text, no_wrap=True, overflow="ellipsis"))
+        info.update(Text(text, overflow="fold"))
         info.set_class(error, "-error")

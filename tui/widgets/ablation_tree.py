@@ -31,6 +31,7 @@ from textual.widgets.tree import TreeNode
 from engine.protocol import TreeAgreement
 from engine.protocol import TreeNode as Node
 from engine.feature_text import node_label
+from tui.tree_state import expandable
 
 Path = tuple[int, ...]
 
@@ -84,8 +85,7 @@ class AblationTree(Tree[NodeRef]):
         tree_node.remove_children()
         path = tree_node.data.path
         for i, child in enumerate(node.children or []):
-            expandable = child.children is None or len(child.children) > 0
-            sub = tree_node.add("", data=NodeRef(path + (i,), child), allow_expand=expandable)
+            sub = tree_node.add("", data=NodeRef(path + (i,), child), allow_expand=expandable(child))
             if child.children:
                 self._fill(sub, child)
                 sub.expand()

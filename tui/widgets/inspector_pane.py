@@ -8,9 +8,8 @@ the features around it and its neighbours are fetched in the background, so
 stepping through them shows each at once.
 
 Notes
-- Keys never wait: a cached page is drawn in the key's handler, anything else is
-  fetched in an exclusive worker and drawn when its message arrives (if it is
-  still the feature the user wants).
+- This file lays out and draws; `tui/controllers/inspector.py` owns the
+  requests, the page cache and the history, and posts the messages handled here.
 - The SAE is opened lazily, the first time the pane is shown or asked for a page,
   since opening may build an index (a minute for 1M tokens).
 - `b` goes back through the features shown, like a browser.
@@ -18,35 +17,23 @@ Notes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import ContentSwitcher, Input, Label, Static, Tabs
 
 from engine.protocol import FeaturePage as Page
-from engine.protocol import LiveActs, SaeOpened, SearchHit
-from tui.client import EngineError
+from engine.protocol import LiveActs
+from tui.controllers.inspector import (InspectorController, InspectorStatus, PageArrived, PageFailed,
+                                       SaeOpenedNow)
 from tui.link import EngineLink
-from tui.page_cache import PageCache
 from tui.sae_paths import default_downstream, short_name
 from tui.sae_session import SaeSession
 from tui.screens.feature_search import FeatureSearchScreen
 from tui.widgets.feature_page import N_NEIGHBOURS, FeaturePage
 from tui.widgets.live_view import LiveView
 from tui.widgets.sae_field import SaeField
-
-PREFETCH_AROUND = 3
-HISTORY = 100
-
-
-def prefetch_order(feature: int, d_sae: int | None, neighbours: list[int]) -> list[int]:
-    """f+1, f-1, f+2, f-2, ... then the neighbours: what the user is likely to ask next."""
-    around = [feature + s * d for d in range(1, PREFETCH_AROUND + 1) for s in (1, -1)]
-    return [f for f in around + neighbours if f >= 0 and (d_sae is None or f < d_sae) and f != feature]
 
 
 class InspectorPane(Vertical):
@@ -70,39 +57,19 @@ class InspectorPane(Vertical):
     ]
     DEFAULT_CSS = """
     InspectorPane { height: 1fr; }
-    InspectorPane #inspect-bar { height: 1; padding: 0 1; }
+    InspectorPane #inspect-bar { height: auto; padding: 0 1; }
     InspectorPane #inspect-bar Label { width: auto; color: $text-muted; }
-    InspectorPane #inspect-gap { width: 1fr; }
     InspectorPane #inspect-feature { width: 7; }
-    InspectorPane #inspect-status { width: auto; max-width: 34; height: 1; padding: 0 0 0 1; color: $text-muted; }
+    InspectorPane #inspect-status { width: 1fr; height: auto; max-height: 3; padding: 0 0 0 1; color: $text-muted; }
     InspectorPane #inspect-status.-error { color: $text-error; }
     InspectorPane ContentSwitcher { height: 1fr; }
     """
 
-    @dataclass
-    class PageReady(Message):
-        path: str
-        feature: int
-        page: Page
-
-    @dataclass
-    class PageFailed(Message):
-        path: str
-        feature: int
-        error: str
-
-    @dataclass
-    class SaeReady(Message):
-        path: str
-        info: SaeOpened
-
     def __init__(self, link: EngineLink, saes: SaeSession, sae_path: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.link, self.saes = link, saes
-        self.pages = PageCache(saes.page)
+        self.link = link
+        self.control = InspectorController(link, saes, self.post_message)
         self.start_path = sae_path or default_downstream()
-        self.current: tuple[str, int] | None = None
-        self.history: list[tuple[str, int]] = []
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="inspect-bar"):
@@ -111,7 +78,6 @@ class InspectorPane(Vertical):
             yield Label(" feature ")
             yield Input("0", id="inspect-feature", type="integer", compact=True)
             yield Static("", id="inspect-status")
-            yield Static("", id="inspect-gap")
         with ContentSwitcher(initial="inspect-page"):
             yield FeaturePage(id="inspect-page")
             yield LiveView(self._live, id="inspect-live")
@@ -120,7 +86,7 @@ class InspectorPane(Vertical):
         self.page_view.show_message("Enter a feature number, or / to search. The SAE opens when this pane is first shown.")
 
     def on_unmount(self) -> None:
-        self.pages.close()
+        self.control.close()
 
     # ---- parts ------------------------------------------------------------------------
     @property
@@ -143,9 +109,13 @@ class InspectorPane(Vertical):
     def live_shown(self) -> bool:
         return self.query_one(ContentSwitcher).current == "inspect-live"
 
-    def d_sae(self, path: str) -> int | None:
-        info = self.saes.info(path)
-        return info.d_sae if info else None
+    @property
+    def current(self) -> tuple[str, int] | None:
+        return self.control.current
+
+    @property
+    def pages(self):
+        return self.control.pages
 
     # ---- showing features -------------------------------------------------------------
     def on_show(self) -> None:
@@ -167,59 +137,39 @@ class InspectorPane(Vertical):
             return
         if path != self.sae_field.path:
             self.sae_field.set_path(path)
-        d_sae = self.d_sae(path)
-        if d_sae is not None:
-            feature = max(0, min(feature, d_sae - 1))
-        if remember and self.current is not None and self.current != (path, feature):
-            self.history = (self.history + [self.current])[-HISTORY:]
-        self.current = (path, feature)
-        self.number_input.value = str(feature)
         if self.live_shown:
             self.action_show_view("page")
-        page = self.pages.cached(path, feature)
+        page = self.control.want(path, feature, remember)
+        if self.control.current == (path, feature):
+            self.number_input.value = str(feature)
         if page is not None:
             self._draw(path, page)
-            return
-        self._status(f"loading #{feature}…" if self.saes.info(path) else f"opening {short_name(path)}…")
-        self.run_worker(self._load(path, feature), group="page", exclusive=True, exit_on_error=False)
 
-    async def _load(self, path: str, feature: int) -> None:
-        try:
-            if self.saes.info(path) is None:
-                info = await self.saes.open(path, on_progress=self._index_progress)
-                self.post_message(self.SaeReady(path, info))
-            page = await self.pages.get(path, feature)
-        except EngineError as e:
-            self.post_message(self.PageFailed(path, feature, str(e)))
-        else:
-            self.post_message(self.PageReady(path, feature, page))
-
-    def _index_progress(self, fraction: float) -> None:
-        self._status(f"indexing {short_name(self.path)}: {fraction:.0%}")
-
-    def on_inspector_pane_sae_ready(self, message: SaeReady) -> None:
-        info = message.info
+    def on_sae_opened_now(self, message: SaeOpenedNow) -> None:
         self.query_one(LiveView).rerun()
-        if not info.indexed:
+        if not message.info.indexed:
             self._status(f"{short_name(message.path)} has no index", error=True)
 
-    def on_inspector_pane_page_ready(self, message: PageReady) -> None:
-        if self.current != (message.path, message.feature):
-            return  # the user has moved on; the page waits in the cache
+    def on_page_arrived(self, message: PageArrived) -> None:
         self._draw(message.path, message.page)
 
-    def on_inspector_pane_page_failed(self, message: PageFailed) -> None:
-        if self.current == (message.path, message.feature):
-            self._status(message.error, error=True)
-            self.app.notify(message.error, title=f"Feature {message.feature}", severity="error", timeout=8)
+    def on_inspector_status(self, message: InspectorStatus) -> None:
+        self._status(message.text, error=message.error)
+
+    def on_page_failed(self, message: PageFailed) -> None:
+        if message.shown is not None and message.shown != self.sae_field.path:
+            self.sae_field.set_path(message.shown)  # the header names the SAE the body shows
+        if self.control.shown is not None:
+            self.number_input.value = str(self.control.shown[1])
+        self._status(message.error, error=True)
+        self.app.notify(message.error, title=f"Feature {message.feature}", severity="error", timeout=8)
 
     def _draw(self, path: str, page: Page) -> None:
-        info = self.saes.info(path)
+        info = self.control.saes.info(path)
         dead = (info.dead_fraction, info.dead_tokens) if info and info.dead_fraction is not None else None
         self.page_view.show(page, info.alive if info else None, dead)
         self._status("")
-        neighbours = [n.feature for n in page.neighbours]
-        self.pages.prefetch(path, prefetch_order(page.feature, page.d_sae, neighbours))
+        self.control.shown_page(path, page)
 
     # ---- actions ------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -242,9 +192,8 @@ class InspectorPane(Vertical):
         self.show_feature(page.neighbours[n - 1].feature, path=self.current[0] if self.current else None)
 
     def action_back(self) -> None:
-        if self.history:
-            path, feature = self.history.pop()
-            self.show_feature(feature, path=path, remember=False)
+        if (back := self.control.back()) is not None:
+            self.show_feature(back[1], path=back[0], remember=False)
 
     def action_scroll(self, step: int) -> None:
         body = self.page_view.body
@@ -272,16 +221,11 @@ class InspectorPane(Vertical):
         self.app.push_screen(FeatureSearchScreen(lambda k, q: self._search(path, k, q), kind, short_name(path)),
                              chosen)
 
-    async def _search(self, path: str, kind: str, query: str) -> list[SearchHit]:
-        await self.saes.open(path)
-        result = await self.link.run("feature.search", {"path": path, "kind": kind, "query": query},
-                                     needs_model=True)
-        return result.results
+    async def _search(self, path: str, kind: str, query: str):
+        return await self.control.search(path, kind, query)
 
     async def _live(self, text: str) -> LiveActs:
-        path = self.path
-        await self.saes.open(path)
-        return await self.link.run("feature.live", {"path": path, "text": text}, needs_model=True)
+        return await self.control.live(self.path, text)
 
     # ---- input ------------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -307,5 +251,5 @@ class InspectorPane(Vertical):
 
     def _status(self, text: str, error: bool = False) -> None:
         status = self.query_one("#inspect-status", Static)
-        status.update(Text(text, no_wrap=True, overflow="ellipsis"))
+        status.update(Text(text, overflow="fold"))  # an error is read in full
         status.set_class(error, "-error")

@@ -76,6 +76,10 @@ class PredictPane(Vertical):
     def action_focus_prompt(self) -> None:
         self.prompt.focus()
 
+    def focus_content(self) -> None:
+        """Where the pane's key (F2) puts the user: the prompt."""
+        self.prompt.focus()
+
     def on_input_submitted(self, event: PromptInput.Submitted) -> None:
         event.stop()
         self.predict()
