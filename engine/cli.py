@@ -147,13 +147,14 @@ def train(
     corpus: Optional[str] = CorpusOpt,
     device: str = DeviceOpt,
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file: a list of run settings (overrides the flags)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run(s) in --out from the last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the stopped (ctrl+c) or killed run(s) in --out from the last checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines of metrics instead of a progress bar."),
 ) -> None:
     """Train SAEs on a model's activations (several side by side from one model pass)."""
     quiet_libraries()
     from engine.train.runs import plan_runs, run_training_cli
 
+    dirs: list[Path] = []
     try:
         cfgs, dirs = plan_runs(hook=hook, archs=arch, seeds=seed, out=out, config=config, model=model,
                                d_sae=d_sae, k=k, l1=l1, tokens=tokens, lr=lr, batch_size=batch_size,
@@ -162,6 +163,11 @@ def train(
         results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device)
     except UserError as e:
         fail(str(e))
+    except KeyboardInterrupt:  # ctrl+c: the runs stopped, checkpointed (their state.json: `stopped`)
+        from engine.train.runs import stopped_line
+
+        typer.echo(f"saescope: {stopped_line(dirs)}", err=True)
+        raise typer.Exit(130) from None
     if as_json:
         for r in results:
             typer.echo(json.dumps({"kind": "final", **r}))

@@ -67,7 +67,15 @@ FINAL_METRICS: tuple[tuple[str, str, Callable[[RunEval], Optional[float]]], ...]
     ("ce_loss_score", "CE score", lambda e: e.ce_loss_score), ("kl_div_score", "KL score", lambda e: e.kl_div_score),
     ("ce_loss_with_sae", "CE w/ SAE", lambda e: e.ce_loss_with_sae))
 
-RunState = Literal["starting", "running", "cancelling", "cancelled", "finished", "error"]
+# What a run is doing, as the pane shows it. `stopped`: asked to stop (s, ctrl+g, the quit
+# dialog), checkpointed, `s` resumes it exactly; the engine's run files say `stopped` too.
+# `stopping`: asked, not stopped yet. `unfollowed`: it trains on in the engine, but this
+# app no longer follows it (the connection ended). `failed`: the engine's error, in
+# `Run.error`. Nothing is "paused" or "cancelled": only requests are cancelled.
+RunState = Literal["starting", "running", "stopping", "stopped", "unfollowed", "finished", "failed"]
+# A reopened folder's state (its `state.json`, `engine.protocol.TrainState`) as the pane says it.
+_OPENED_STATE: dict[str, RunState] = {"finished": "finished", "stopped": "stopped", "failed": "failed",
+                                      "starting": "unfollowed", "running": "unfollowed"}
 
 
 class FormError(ValueError):
@@ -117,11 +125,12 @@ class Run:
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "running", "cancelling")
+        """Trained by a request of this app (started, followed), not ended yet."""
+        return self.state in ("starting", "running", "stopping")
 
     @property
     def resumable(self) -> bool:
-        return self.state in ("cancelled", "error") and self.final is None
+        return self.state in ("stopped", "failed") and self.final is None
 
     def add(self, record: TrainRecord) -> None:
         step = record.step
@@ -140,12 +149,13 @@ class Run:
         self.version += 1
 
     def replay(self, records: list[TrainRecord], final: RunEval | None) -> None:
-        """Start over from a metrics file (`train.read`)."""
+        """Start over from a metrics file (`train.read`): finished with its evaluation,
+        else stopped until the caller knows better (its `state.json`)."""
         self.steps, self.evals, self.histogram, self._series = [], [], None, {}
         for record in records:
             self.add(record)
         self.final = final
-        self.state = "finished" if final is not None else "cancelled"
+        self.state = "finished" if final is not None else "stopped"
         self.error = ""
         self.version += 1
 
@@ -182,8 +192,8 @@ class Job:
     runs: list[Run]
     resume: bool = False
     request_id: str | None = None
-    cancelling: bool = False
-    """Paused by the user; the engine is asked to stop it."""
+    stopping: bool = False
+    """Asked to stop (s, ctrl+g, the quit dialog): the engine checkpoints it and stops it."""
     engine_job: str = ""
 
 
@@ -259,8 +269,8 @@ class RunBook:
             run.final, run.state = final, "finished"
             self.touch(run)
 
-    def stopped(self, job: Job, state: RunState, error: str = "") -> None:
-        """The job ended without results: cancelled, or an error (for all its runs)."""
+    def ended(self, job: Job, state: RunState, error: str = "") -> None:
+        """The job ended without results: stopped, failed, or no longer followed (all its runs)."""
         for run in job.runs:
             run.state, run.error = state, error
             self.touch(run)
@@ -277,10 +287,18 @@ class RunBook:
         run = self._run(out, result.config)
         run.job = None
         run.replay(result.records, result.eval)
-        if result.state is not None and result.state.state == "failed" and result.eval is None:
-            run.state, run.error = "error", result.state.message
+        if result.state is not None and result.eval is None:
+            run.state = _OPENED_STATE[result.state.state]
+            run.error = result.state.message if run.state == "failed" else ""
         self.touch()
         return run
+
+    def show_only(self, outs: list[str]) -> None:
+        """Draw the curves of these runs and hide the others' (a reopened comparison)."""
+        for run in self.runs.values():
+            if run.shown != (run.out in outs):
+                run.shown = run.out in outs
+                self.touch(run)
 
     def key_of(self, summary: RunSummary) -> str:
         """The book's key for a run the engine lists: the folder as this app named it, if known."""

@@ -12,7 +12,7 @@ from typing import Callable
 
 from engine.handlers.basic import model_info, model_load, ping, predict, sleep, workspace
 from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
-from engine.handlers.training import train_follow, train_list, train_read, train_start, train_stop
+from engine.handlers.training import train_follow, train_list, train_read, train_scan, train_start, train_stop
 from engine.handlers.trees import tree_ablate, tree_check, tree_expand, tree_open
 from engine.jobs import Cancelled, Job
 
@@ -25,6 +25,7 @@ HANDLERS: dict[str, Callable] = {
     "workspace": workspace,
     "train.start": train_start,
     "train.read": train_read,
+    "train.scan": train_scan,
     "train.list": train_list,
     "train.follow": train_follow,
     "train.stop": train_stop,

@@ -1,10 +1,12 @@
-"""Handlers for training runs: start one (as its own process), follow, list, stop, read back.
+"""Handlers for training runs: start one (as its own process), follow, list, stop, read
+back, and find the runs in a folder (side-by-side runs share a parent folder).
 
 Notes
 - `train.start` launches the job's training process (`engine.train.detached`) and
   then follows it like `train.follow`: the run goes on when the client disconnects
-  or the engine ends. Cancelling `train.start` (or `train.stop`) stops it,
-  checkpointed; cancelling `train.follow` only stops following.
+  or the engine ends. Cancelling `train.start` (or `train.stop`) stops the run:
+  checkpointed, state `stopped`, and `resume` continues it; cancelling
+  `train.follow` only stops following.
 - Settings are checked here first, so bad ones are an error reply at once, before
   any process starts.
 """
@@ -20,7 +22,7 @@ import msgspec
 from engine.errors import UserError
 from engine.workspace import Workspace
 from engine.jobs import Cancelled, Job
-from engine.protocol import (RunEval, RunRead, TrainJobs, TrainRecord, TrainResult, TrainStopping)
+from engine.protocol import RunEval, RunFolders, RunRead, TrainJobs, TrainRecord, TrainResult, TrainStopping
 
 
 class Throttle:
@@ -99,7 +101,7 @@ def train_start(state: Workspace, params, ctx: Job) -> TrainResult:
                         if getattr(saved, k) != getattr(cfg, k)]
                 raise UserError(f"{out} holds a run with a different configuration ({'; '.join(diff)})")
         else:
-            check_new(path)
+            check_new(path, cli=False)
         runs.append((out, path, cfg.as_dict()))
         cfgs.append(cfg)
     if len({p.resolve() for _, p, _ in runs}) != len(runs):
@@ -138,6 +140,18 @@ def train_stop(state: Workspace, params, ctx: Job) -> TrainStopping:
     job = detached.find_job(params.job, params.out, live_only=params.job is None)
     st = detached.stop(job)
     return TrainStopping(job=job, state=st.state)
+
+
+def train_scan(state: Workspace, params, ctx: Job) -> RunFolders:
+    """The run folders at `params.path`, named as the client named the folder (`path/<name>`)."""
+    from engine.train.config import run_folders
+
+    path = Path(params.path).expanduser()
+    found = run_folders(path)
+    if found == [path]:
+        return RunFolders(path=params.path, runs=[params.path])
+    base = params.path.rstrip("/") or params.path
+    return RunFolders(path=params.path, runs=[f"{base}/{f.name}" for f in found])
 
 
 def train_read(state: Workspace, params, ctx: Job) -> RunRead:

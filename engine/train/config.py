@@ -74,6 +74,21 @@ class TrainConfig(TrainSettings, frozen=True, kw_only=True):
             raise UserError(f"{path} is not valid JSON ({e})") from None
 
 
+def run_folders(path: Path) -> list[Path]:
+    """The run folders at `path`: itself when it holds a run, else its sub-folders that
+    do (runs trained side by side: `--out X --arch a --arch b` writes `X/a`, `X/b`),
+    sorted by name. UserError when there is none."""
+    path = Path(path)
+    if (path / RUN_CONFIG).is_file():
+        return [path]
+    if not path.is_dir():
+        raise UserError(f"{path} {'is not a folder' if path.exists() else 'does not exist'}")
+    runs = sorted(child for child in path.iterdir() if (child / RUN_CONFIG).is_file())
+    if not runs:
+        raise UserError(f"{path} holds no training run (no {RUN_CONFIG} in it or in its sub-folders)")
+    return runs
+
+
 def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, device: str = "cpu"):
     """The sae_lens training-SAE config for this run."""
     from sae_lens import (BatchTopKTrainingSAEConfig, JumpReLUTrainingSAEConfig,

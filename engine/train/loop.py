@@ -34,6 +34,8 @@ from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, traine
 from engine.train.metrics import FiringTracker, batch_metrics, density_histogram
 
 HISTOGRAM_EVERY = 10
+# A run asked to stop (a stop request, ctrl+c): the one word is "stopped", never paused or cancelled.
+STOPPED_MESSAGE = "stopped (checkpointed): resume continues it"
 # Tests only: seconds to wait after each step, so a tiny run lasts long enough to be
 # watched. A number, or a file holding one (read at every step, so a test can let the
 # run finish quickly once it has seen what it waited for).
@@ -90,11 +92,16 @@ def _prepare_dir(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
     atomic_write_text(saved, cfg.to_json())
 
 
-def check_new(run_dir: Path) -> None:
-    """UserError if `run_dir` cannot take a new run."""
+def check_new(run_dir: Path, cli: bool = True) -> None:
+    """UserError if `run_dir` cannot take a new run; the message names the CLI's flags
+    (`cli`) or says the same in words (the server: the app has a form, not flags)."""
     run_dir = Path(run_dir)
     if (run_dir / RUN_CONFIG).exists() or (run_dir / "cfg.json").exists():
-        raise UserError(f"{run_dir} already holds a run: pass --resume to continue it, or another --out")
+        other = "another --out" if cli else "choose another folder"
+        if (run_dir / "eval.json").exists():
+            raise UserError(f"{run_dir} already holds a finished run: {other}")
+        resume = "pass --resume to continue it" if cli else "resume it"
+        raise UserError(f"{run_dir} already holds a run: {resume}, or {other}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a folder")
 
@@ -125,7 +132,8 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     """Train every run to its end; returns each run's final `eval.json` contents.
 
     Each run folder's `state.json` says what happened: running (this process's pid),
-    then finished, stopped (cancelled, checkpointed) or failed (with the message);
+    then finished, stopped (asked to stop: checkpointed, `resume` continues it) or
+    failed (with the message);
     `job` is recorded in it (the id of the training process, see `engine.train.jobs`)."""
     from sae_lens.training.sae_trainer import SAETrainer
 
@@ -189,7 +197,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         from engine.jobs import Cancelled
 
         stopped = isinstance(e, (Cancelled, KeyboardInterrupt))
-        message = "stopped" if stopped else (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
+        message = STOPPED_MESSAGE if stopped else (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
         for r in runs:
             if not (r.dir / "eval.json").exists():
                 _state(r.dir, "stopped" if stopped else "failed", job, message)

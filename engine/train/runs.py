@@ -105,6 +105,20 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
     return results
 
 
+def stopped_line(dirs: list[Path]) -> str:
+    """What `saescope train` says when ctrl+c stops it, in the words of the app and the
+    run files: the runs are stopped, checkpointed, and `--resume` continues them."""
+    from engine.train.checkpoint import checkpoint_step
+    from engine.train.config import RUN_CONFIG
+
+    steps = [s for s in (checkpoint_step(Path(d)) for d in dirs) if s is not None]
+    if steps:
+        return f"stopped at step {min(steps)} (checkpointed): the same command with --resume continues it"
+    if dirs and all((Path(d) / RUN_CONFIG).is_file() for d in dirs):
+        return "stopped before its first checkpoint: the same command with --resume starts it over"
+    return "stopped before training began: run the same command again"
+
+
 def evaluate_folder(sae_dir: Path, tokens: int, model: str | None = None, lm=None,
                     corpus: str | None = None, context: int | None = None, job=None) -> dict:
     """`saescope eval`: the metrics of a saved SAE on held-out tokens of the model's corpus;

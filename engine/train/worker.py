@@ -72,8 +72,10 @@ def main(folder: str) -> int:
         check()
         train(cfgs, dirs, lm=lm, check=check, resume=spec.resume, log=log, job=job)
     except Cancelled:
-        log("stopped (checkpointed)")
-        state("stopped", "stopped")
+        from engine.train.loop import STOPPED_MESSAGE
+
+        log(STOPPED_MESSAGE)
+        state("stopped", STOPPED_MESSAGE)
         return 0
     except UserError as e:
         log(f"failed: {e}")

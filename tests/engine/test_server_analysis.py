@@ -90,6 +90,25 @@ def test_train_streams_metrics_reads_back_and_cancels(setup):
     reply, _ = engine.reply("tl", timeout=60)
     assert reply["status"] == "cancelled"
     assert (root / "long" / "checkpoint" / "position.json").exists()
+    # One word for it in the run files: stopped, checkpointed, resumable.
+    import json
+
+    state = json.loads((root / "long" / "state.json").read_text())
+    assert state["state"] == "stopped" and state["message"] == "stopped (checkpointed): resume continues it"
+
+    # A folder that holds a run: one whole sentence, in words (the app has no flags).
+    for rid, folder, needle in (("again", "run", "already holds a finished run: choose another folder"),
+                                ("again2", "long", "already holds a run: resume it, or choose another folder")):
+        engine.request(rid, "train.start", runs=[{**run, "out": str(root / folder)}])
+        reply, _ = engine.reply(rid)
+        assert reply["status"] == "error" and reply["error"] == f"{root / folder} {needle}"
+
+    # The runs of a folder: itself, or its sub-folders that hold runs (side by side).
+    scan, _ = ok(engine, "scan", "train.scan", path=str(root) + "/")
+    assert scan["runs"] == [f"{root}/long", f"{root}/run"]
+    assert ok(engine, "scan1", "train.scan", path=str(root / "run"))[0]["runs"] == [str(root / "run")]
+    engine.request("scan2", "train.scan", path=str(root / "up"))
+    assert engine.reply("scan2")[0]["error"] == f"{root / 'up'} holds no training run (no saescope.json in it or in its sub-folders)"
 
 
 def test_bad_corpus_and_context_are_error_replies(setup, tmp_path):

@@ -236,6 +236,36 @@ def test_the_saved_sae_is_the_trained_one(tmp_path, default_model, monkeypatch):
         assert state["state"] == "finished" and "pid" not in state
 
 
+def test_cli_train_stopped_with_ctrl_c_says_stopped_and_resumes(tmp_path):
+    """ctrl+c: the run stops, checkpointed, in the same words as the app and the run
+    files ("stopped"), and the line says how to continue."""
+    out = tmp_path / "r"
+    args = ("train", "--hook", HOOK, "--d-sae", "64", "--k", "8", "--tokens", str(256 * 400), "--batch-size",
+            "256", "--eval-tokens", "512", "--checkpoint-every", "2", "--out", str(out))
+    proc = subprocess.Popen(saescope_cmd(*args), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            cwd=REPO, env={**os.environ, "SAESCOPE_TEST_STEP_DELAY": "0.05"})
+    try:
+        for line in proc.stderr:  # without a terminal: a plain line at the first step
+            if ": step " in line:
+                break
+        while (json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}).get(
+                "state") != "running":
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few steps, past a checkpoint
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(60) == 130, rest
+    finally:
+        proc.kill()
+    last = rest.strip().splitlines()[-1]
+    assert last.startswith("saescope: stopped at step ") and last.endswith(
+        "(checkpointed): the same command with --resume continues it"), rest
+    assert "Traceback" not in rest and "Aborted" not in rest
+    state = json.loads((out / "state.json").read_text())
+    assert state["state"] == "stopped" and "paus" not in rest + state["message"]
+    assert (out / "checkpoint" / "position.json").exists()
+
+
 def test_resuming_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     for out in (tmp_path / "empty", tmp_path / "missing"):

@@ -1,7 +1,9 @@
 """The Training pane driven by Textual's pilot against a real engine subprocess: bad
 values, tiny runs started from the form (two side by side, and a second job at
 once), live table and curves, keys answering while runs train, final metrics in
-the comparison, replaying a finished folder, and pausing and resuming a run.
+the comparison, replaying a finished folder, a start into a folder that holds a
+run (the whole error, wrapped, and the table keeps its rows), the folder of
+side-by-side runs reopened as one comparison, and stopping and resuming a run.
 
 Notes
 - One app (one engine, one model load) goes through every step, each a function
@@ -62,7 +64,8 @@ def test_training_pane(make_app, model_loaded, wait_until, tmp_path):
             await model_loaded(pilot)
             await bad_values(pilot, wait_until, tmp_path)
             await side_by_side_compare_and_replay(pilot, wait_until, tmp_path)
-            await pause_and_resume(pilot, wait_until, tmp_path)
+            await taken_folders_and_reopened_comparison(pilot, wait_until, tmp_path)
+            await stop_and_resume(pilot, wait_until, tmp_path)
             await quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path)
         # The app has quit; the run it left running goes on, in its own process.
         from engine.train import detached
@@ -83,7 +86,7 @@ async def quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path) -> 
     app = pilot.app
     pane = app.query_one(TrainPane)
     run = pane.book.runs[str(tmp_path / "long")]
-    await pilot.press("p")  # resume it once more
+    await pilot.press("s")  # resume it once more
     state = tmp_path / "long" / "state.json"
     await wait_until(pilot, lambda: run.state == "running" and json.loads(state.read_text())["state"] == "running",
                      TRAIN_TIMEOUT, "the resumed run's process")  # (the first events replay the file)
@@ -214,7 +217,57 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     assert "opened topk" in pane.info
 
 
-async def pause_and_resume(pilot, wait_until, tmp_path) -> None:
+async def taken_folders_and_reopened_comparison(pilot, wait_until, tmp_path) -> None:
+    app = pilot.app
+    pane = app.query_one(TrainPane)
+    table = app.query_one(RunsTable)
+    info = pane.query_one("#train-info")
+    rows = [r.out for r in pane.book.ordered()]
+    pair = tmp_path / "pair"
+
+    # A folder in the table: refused by the app, the row as it was.
+    form = await open_form(pilot, pane)
+    form.fill(archs=["topk"], out=str(pair / "topk"), **TINY)
+    await submit(pilot, form)
+    assert pane.info == (f"{pair / 'topk'} already holds a run (in the table, finished): "
+                         "choose another out folder")
+    assert [r.out for r in pane.book.ordered()] == rows and table.row_count == len(rows)
+
+    # A folder the app does not know that holds a run: the engine's whole sentence,
+    # wrapped over the lines it needs; the table keeps every row.
+    elsewhere = tmp_path / "a-folder-with-a-rather-long-name-that-already-holds-a-run"
+    elsewhere.mkdir()
+    (elsewhere / "saescope.json").write_text((pair / "topk" / "saescope.json").read_text())
+    form.fill(archs=["topk"], out=str(elsewhere), **TINY)
+    await submit(pilot, form)
+    want = f"{elsewhere} already holds a run: resume it, or choose another folder"
+    await wait_until(pilot, lambda: pane.info == want, 30, "the engine's error")
+    await pilot.pause(0.3)  # a redraw tick
+    assert info.has_class("-error") and info.size.height == -(-len(want) // (info.size.width - 2))
+    assert str(info.render()) == want
+    assert [r.out for r in pane.book.ordered()] == rows and table.row_count == len(rows)
+
+    # The parent folder of side-by-side runs: both, as one comparison.
+    await pilot.press("c")
+    await pilot.press("o")
+    app.screen.query_one("#open-path").value = str(pair) + "/"
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: pane.view == "compare" and pane.info.startswith(f"opened {pair}: 2 "), 10,
+                     "the comparison")
+    await pilot.pause(0.3)
+    compare = app.query_one(CompareTable)
+    shown = [str(pair / "relu"), str(pair / "topk")]
+    assert [r.out for r in pane.book.ordered() if r.shown] == shown
+    assert [str(c.value) for c in compare.columns][1:] == shown
+    assert pane.info == f"opened {pair}: 2 side-by-side runs (2 finished) · c curves · space shows others"
+    assert table.selected == shown[0]
+    await pilot.press("G")  # solo, hidden: space shows it again
+    await pilot.press("space")
+    await wait_until(pilot, lambda: len(compare.columns) == 4, 2, "solo back in the comparison")
+    await pilot.press("c")
+
+
+async def stop_and_resume(pilot, wait_until, tmp_path) -> None:
     app = pilot.app
     pane = app.query_one(TrainPane)
     folder = tmp_path / "long"
@@ -223,22 +276,24 @@ async def pause_and_resume(pilot, wait_until, tmp_path) -> None:
     await submit(pilot, form)
     run = pane.book.runs[str(folder)]
     await wait_until(pilot, lambda: len(run.steps) >= 3, TRAIN_TIMEOUT, "a few steps")
-    await pilot.press("p")  # the long run was selected when it started
-    assert run.state in ("cancelling", "cancelled")  # the engine may answer at once
-    await wait_until(pilot, lambda: run.state == "cancelled", 30, "the pause")
-    assert "paused long" in pane.info
+    await pilot.press("s")  # the long run was selected when it started
+    assert run.state in ("stopping", "stopped")  # the engine may answer at once
+    await wait_until(pilot, lambda: run.state == "stopped", 30, "the stop")
+    assert pane.info == "stopped long (checkpointed): s resumes"
+    await pilot.pause(0.3)  # a redraw tick
+    assert cell(app.query_one(RunsTable), str(folder), "state") == "stopped"
     checkpoint = json.loads((folder / "checkpoint" / "position.json").read_text())["step"]
     assert checkpoint >= 3 and not (folder / "eval.json").exists()
     assert app.link.finished[-1][1:] == ("train.start", "cancelled")
 
-    await pilot.press("p")
+    await pilot.press("s")
     await wait_until(pilot, lambda: run.state == "running" and run.last.step >= checkpoint + 2,
                      TRAIN_TIMEOUT, "the resumed run's steps")
     steps = [r.step for r in run.steps]
-    assert steps == sorted(set(steps))  # nothing twice, whatever the pause cut off
+    assert steps == sorted(set(steps))  # nothing twice, whatever the stop cut off
     on_disk = [r["step"] for r in records(folder)]
     assert on_disk[: checkpoint + 2] == list(range(checkpoint + 2))  # continued from the checkpoint
     assert run.job.resume and run.job.request_id != app.link.finished[-1][0]
 
-    await pilot.press("p")
-    await wait_until(pilot, lambda: run.state == "cancelled", 30, "the second pause")
+    await pilot.press("s")
+    await wait_until(pilot, lambda: run.state == "stopped", 30, "the second stop")

@@ -1,6 +1,12 @@
-"""A snapshot of the Training pane at 80x24: two finished runs reopened from their
-folders (written here in the engine's format, with made-up but fixed numbers, so
-the picture never changes), with their curves.
+"""Snapshots of the Training pane at 80x24, with runs reopened from folders written
+here in the engine's format (made-up but fixed numbers, so the picture never
+changes): two finished runs with their curves; a folder of side-by-side runs
+reopened as one comparison; and a start into a folder that holds a run, its error
+wrapped in full over the curves, the table keeping its rows.
+
+Notes
+- The last two work in `tmp_path` with relative folders (the engine starts there
+  too), so the paths on screen are the same on every machine.
 
 Regenerate with `--snapshot-update` when the pane's layout changes on purpose.
 """
@@ -63,6 +69,57 @@ def test_training_pane_80x24(snap_compare, make_app, model_loaded, wait_until, t
             await wait_until(pilot, lambda: str(tmp_path / name) in pane.book.runs and not app.jobs, 20,
                              f"{name} to open")
         pane.runs_table.select(str(tmp_path / "topk-demo"))
+        await pilot.pause(0.5)  # a redraw tick
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def write_pair(root: Path) -> None:
+    """Two runs trained side by side: `root/topk`, `root/relu`."""
+    write_run(root / "topk", "topk", 1.0, 0.0)
+    write_run(root / "relu", "relu", 1.2, 30.0)
+
+
+async def open_and_wait(pilot, wait_until, path: str, done) -> None:
+    pane = pilot.app.query_one(TrainPane)
+    pane.open_run(path)
+    await wait_until(pilot, lambda: done(pane) and not pilot.app.jobs, 20, f"{path} to open")
+
+
+def test_side_by_side_runs_reopened_as_one_comparison_80x24(snap_compare, make_app, model_loaded, wait_until,
+                                                             tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path / "other", "batchtopk", 1.1, 10.0)
+    write_pair(tmp_path / "pair")
+
+    async def run_before(pilot) -> None:
+        await model_loaded(pilot)
+        pilot.app.action_train("curves")
+        await open_and_wait(pilot, wait_until, "other", lambda pane: "other" in pane.book.runs)
+        await open_and_wait(pilot, wait_until, "pair", lambda pane: pane.view == "compare")
+        await pilot.pause(0.5)  # a redraw tick
+
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_a_start_into_a_folder_that_holds_a_run_80x24(snap_compare, make_app, model_loaded, wait_until,
+                                                       tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_pair(tmp_path / "pair")
+    taken = "an-older-run-folder-whose-name-is-long-enough-to-wrap"
+    write_run(tmp_path / taken, "topk", 1.0, 0.0)
+
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await model_loaded(pilot)
+        app.action_train("curves")
+        await open_and_wait(pilot, wait_until, "pair", lambda pane: pane.view == "compare")
+        pane = app.query_one(TrainPane)
+        app.action_train("new")
+        await pilot.pause(0.05)
+        pane.form.fill(archs=["topk"], out=taken, d_sae="64", k="4", tokens="10240", batch_size="256")
+        pane.form.submit()
+        await wait_until(pilot, lambda: "already holds" in pane.info and not app.jobs, 30, "the engine's error")
         await pilot.pause(0.5)  # a redraw tick
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)

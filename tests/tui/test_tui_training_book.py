@@ -33,7 +33,7 @@ def test_events_map_to_runs_by_position_and_resume_drops_what_the_checkpoint_los
     assert (a.state, b.state, len(b.steps)) == ("starting", "running", 2)
     for i in range(2, 6):
         book.metrics(job, m(1, step(i)))
-    book.stopped(job, "cancelled")
+    book.ended(job, "stopped")
     assert b.resumable and book.resume_specs(b) == [{"out": "a"}, {"out": "b"}]
     again = book.start(book.resume_specs(b), resume=True)
     assert len(b.steps) == 6  # kept until the resumed run reports
@@ -51,7 +51,7 @@ def test_a_job_that_fails_before_reporting_leaves_no_rows_and_replays_start_over
     hist = {"edges": [0.0, 1.0], "counts": [1]}
     run = book.opened("x", RunRead(path="x", config=TrainSettings(hook="h", tokens=1024, batch_size=256),
                                    records=[step(0, density_histogram=hist), step(1), step(2)]))
-    assert run.state == "cancelled" and run.total_steps == 4
+    assert run.state == "stopped" and run.total_steps == 4
     assert run.histogram == DensityHistogram([0.0, 1.0], [1])
     assert run.series("loss") == ([256, 512, 768], [100.0, 99.0, 98.0])
 

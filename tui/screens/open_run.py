@@ -1,4 +1,6 @@
-"""A small dialog that asks for a run folder to reopen (`o` in the Training pane).
+"""A small dialog that asks for a run folder to reopen (`o` in the Training pane): one
+run's folder, or the folder of runs trained side by side (`<out>/<arch>`), which
+opens them all as one comparison.
 
 Notes
 - The folder is a path on the engine's side (it reads it with `train.read`), so
@@ -38,7 +40,8 @@ class OpenRunScreen(ModalScreen[str | None]):
         box.border_title = "open a run folder"
         box.border_subtitle = "enter opens · esc closes"
         with box:
-            yield Static("Its metrics are replayed into the table and plots.")
+            yield Static("A run folder, or a folder of side-by-side runs (one comparison); "
+                         "its metrics are replayed into the table and plots.")
             yield Input(self.value, placeholder="runs/topk-b0-mlp_out-1", id="open-path", select_on_focus=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

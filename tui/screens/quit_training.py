@@ -2,7 +2,7 @@
 
 Training runs in its own process on the engine's side, so leaving it running is
 real: the app quits, the run goes on, and the app finds it again when it is
-opened next (`TrainPane.reconnected`). Stopping checkpoints it (`p` resumes it).
+opened next (`TrainPane.reconnected`). Stopping checkpoints it (`s` resumes it).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class QuitTrainingScreen(ModalScreen[Choice | None]):
         with box:
             yield Static(f"{what} {'is' if len(self.names) == 1 else 'are'} training. Leave "
                          f"{'it' if len(self.names) == 1 else 'them'} running after the app quits "
-                         "(reopen the app to follow), or stop (checkpointed, p resumes)?", id="quit-question")
+                         "(reopen the app to follow), or stop (checkpointed, s resumes)?", id="quit-question")
             with Horizontal():
                 yield Button("Leave running", id="quit-leave", variant="primary", compact=True)
                 yield Button("Stop and quit", id="quit-stop", variant="warning", compact=True)

@@ -1,7 +1,7 @@
-"""Runs side by side, one column each, with their settings and final evaluation (the
-`train.start` result, or the `eval.json` of a reopened folder): explained variance,
-L0, MSE, dead fraction, CE loss score, KL divergence score, and the CE loss with
-the SAE spliced in.
+"""The shown runs (● in the runs table) side by side, one column each, with their
+settings and final evaluation (the `train.start` result, or the `eval.json` of a
+reopened folder): explained variance, L0, MSE, dead fraction, CE loss score, KL
+divergence score, and the CE loss with the SAE spliced in.
 
 Notes
 - Runs are columns (a narrow terminal shows the first few and scrolls sideways);
@@ -79,8 +79,8 @@ class CompareTable(DataTable):
         self.clear(columns=True)
         self.add_column("", width=LABEL_WIDTH, key="label")
         columns = [column(r) for r in runs]
-        for run in runs:
-            width = min(max(len(run.name), 8), 24)
+        for run, cells in zip(runs, columns):  # as wide as its name and cells, within limits
+            width = min(max(len(run.name), *(c.cell_len for c in cells.values()), 8), 24)
             self.add_column(Text(run.name[:width], style=Style(color=f"color({run.colour})", bold=True),
                                  justify="right"), width=width, key=run.out)
         for key, label in ROWS:

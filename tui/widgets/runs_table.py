@@ -5,7 +5,8 @@ Columns: name (in the run's plot colour, ● drawn / ○ hidden), arch, step/tot
 loss, explained variance, L0, quiet fraction (live: not fired within the run's last
 `dead_window` training tokens), dead fraction (of the final evaluation: never fired
 on the first `DEAD_TOKENS` held-out tokens; "–" until the run has finished), tokens
-per second, state. The names and rules are `engine.figures`'s, also in the table's
+per second, state (`tui.training.RunState`: stopped is checkpointed and
+resumable). The names and rules are `engine.figures`'s, also in the table's
 tooltip; "dead" means only the final evaluation's figure, the one `saescope eval`
 and the Inspector show.
 
@@ -39,8 +40,8 @@ COLUMNS = (("arch", " arch", 10, "left"), ("step", "step", 9, "right"), ("loss",
 # Which figure each column shows (its name and rule in the tooltip).
 FIGURE_OF = {"ev": "explained_variance", "l0": "l0", "quiet": "dead_fraction_window", "dead": "dead_fraction"}
 TOOLTIP = "\n".join(rule(f) for f in FIGURE_OF.values()) + "\n(EV, L0, quiet: the latest training step)"
-_STATE_STYLE = {"starting": "dim", "running": "green", "cancelling": "yellow", "cancelled": "yellow",
-                "finished": "bold", "error": "red"}
+_STATE_STYLE = {"starting": "dim", "running": "green", "stopping": "yellow", "stopped": "yellow",
+                "unfollowed": "dim", "finished": "bold", "failed": "red"}
 _SCROLLBAR = 2
 NAME_MAX = 32
 
