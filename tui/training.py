@@ -1,6 +1,6 @@
 """The Training pane's book of runs: what each run has reported, merged from the
-engine's `metrics` events, `train.start` replies and `train.read` replays, plus
-the form's text turned into `train.start` runs.
+engine's `metrics` events, `train.start` replies and `train.read` replays, and the
+formatting of its figures. (The form's text becomes runs in `tui.train_settings`.)
 
 No Textual here (and no science): every figure shown is a field of an engine
 record; this module only keeps them, in order, and formats them.
@@ -15,9 +15,6 @@ Notes
   later ones, and the live history matches a later replay of the file.
 - `total_steps` is `tokens // batch_size` (at least 1), as the engine counts
   steps; it only feeds the "step/total" column.
-- The form's fields, types and defaults come from `engine.protocol.TrainSettings`,
-  which the engine's `TrainConfig` is built on; an empty field is left out of the
-  request, so the engine's own default applies.
 - `version` counters (per run and for the book) move on every change, so views
   redraw only what changed, on a timer, never per event.
 """
@@ -25,7 +22,6 @@ Notes
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -40,24 +36,6 @@ HOOK_FIELD = "hook"
 OUT = "out"  # keys of the form's own `train.start` run dicts (requests, not results)
 MODEL = "model"
 DEFAULT_HOOK = DEFAULT_TRAIN_HOOK
-# The form's numeric fields and their types come from the engine's `TrainSettings`.
-_FIELDS = {f.name: f for f in msgspec.structs.fields(TrainSettings)}
-INT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is int)
-FLOAT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is float)
-
-
-def form_default(name: str) -> str:
-    """What a form field starts with: `TrainSettings`'s default, as text (`2M` for tokens;
-    empty where the default means "automatic", like context 0)."""
-    f = _FIELDS[name]
-    value = f.default
-    if value is msgspec.NODEFAULT or (name == "context" and value == 0):
-        return ""
-    if name == "tokens":
-        return tokens_label(value)
-    return str(value)
-
-
 # 256-colour codes, readable on dark and light backgrounds; plots and tables share them.
 PALETTE = (39, 208, 76, 170, 220, 203, 44, 141)
 # Final evaluation rows of the comparison table: (heading, value of a `RunEval`).
@@ -76,10 +54,6 @@ RunState = Literal["starting", "running", "stopping", "stopped", "unfollowed", "
 # A reopened folder's state (its `state.json`, `engine.protocol.TrainState`) as the pane says it.
 _OPENED_STATE: dict[str, RunState] = {"finished": "finished", "stopped": "stopped", "failed": "failed",
                                       "starting": "unfollowed", "running": "unfollowed"}
-
-
-class FormError(ValueError):
-    """A form value the app can reject before asking the engine; one line for a person."""
 
 
 def settings_of(spec: dict) -> TrainSettings:
@@ -319,81 +293,6 @@ class RunBook:
         itself. Only their folders: the engine resumes each with its saved settings."""
         group = run.job.runs if run.job is not None else [run]
         return [{OUT: r.out} for r in group if r.resumable]
-
-
-# ---- the form -----------------------------------------------------------------------------
-_SUFFIX = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
-
-
-def parse_int(name: str, text: str) -> int:
-    """`2048`, `2_000_000`, `256k`, `2M` -> int; FormError otherwise."""
-    t = text.strip().lower().replace("_", "").replace(",", "")
-    mult = 1
-    if t and t[-1] in _SUFFIX:
-        t, mult = t[:-1], _SUFFIX[t[-1]]
-    try:
-        value = float(t) * mult if mult != 1 else int(t)
-    except ValueError:
-        raise FormError(f"{name}: {text.strip()!r} is not a whole number") from None
-    if value != int(value):
-        raise FormError(f"{name}: {text.strip()!r} is not a whole number")
-    return int(value)
-
-
-def parse_float(name: str, text: str) -> float:
-    try:
-        value = float(text.strip())
-    except ValueError:
-        raise FormError(f"{name}: {text.strip()!r} is not a number") from None
-    if not math.isfinite(value):
-        raise FormError(f"{name}: {text.strip()!r} is not a finite number")
-    return value
-
-
-def parse_settings(values: dict[str, str]) -> dict:
-    """The form's text fields as `TrainConfig` values; empty fields are left out."""
-    out: dict = {}
-    for name, text in values.items():
-        if not text.strip():
-            continue
-        if name in INT_FIELDS:
-            out[name] = parse_int(name, text)
-        elif name in FLOAT_FIELDS:
-            out[name] = parse_float(name, text)
-        else:
-            out[name] = text.strip()
-    return out
-
-
-def hook_short(hook: str) -> str:
-    """`blocks.0.hook_mlp_out` -> `b0-mlp_out`, for folder names."""
-    m = re.fullmatch(r"blocks\.(\d+)\.hook_(.+)", hook)
-    short = f"b{m.group(1)}-{m.group(2)}" if m else hook.replace("hook_", "")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", short).strip("-.") or "hook"
-
-
-def plan(settings: dict, archs: list[str], out: str, taken) -> list[dict]:
-    """`train.start` runs for the form: one per architecture, side by side.
-
-    `out` empty: `runs/<arch>-<hook>-<n>`, the first n free for every architecture
-    (`taken(folder)` says whether a folder is in use). One architecture and an
-    `out`: that folder; several: `out/<arch>`.
-    """
-    if not archs:
-        raise FormError("pick at least one architecture")
-    hook = str(settings.get(HOOK_FIELD) or "")
-    if not hook:
-        raise FormError("hook: pick a hook point")
-    if out.strip():
-        base = out.strip().rstrip("/")
-        folders = [base] if len(archs) == 1 else [f"{base}/{a}" for a in archs]
-    else:
-        short = hook_short(hook)
-        n = 1
-        while any(taken(f"runs/{a}-{short}-{n}") for a in archs):
-            n += 1
-        folders = [f"runs/{a}-{short}-{n}" for a in archs]
-    return [{**settings, "arch": a, "out": f} for a, f in zip(archs, folders)]
 
 
 # ---- formatting ---------------------------------------------------------------------------

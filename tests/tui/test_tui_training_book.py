@@ -10,7 +10,8 @@ import msgspec
 
 from engine.protocol import DensityHistogram, RunEval, RunMetrics, RunRead, TrainRecord, TrainSettings
 from tui.plots import Series, curves, density, nice_ticks, thin
-from tui.training import FormError, RunBook, fmt, form_default, parse_int, parse_settings, plan
+from tui.train_settings import FormError, form_default, parse_int, parse_settings, plan
+from tui.training import RunBook, fmt
 
 
 def step(i: int, **extra) -> TrainRecord:

@@ -50,7 +50,8 @@ from textual.message import Message
 
 from tui.client import EngineError, EngineGone, JobCancelled
 from tui.link import EngineLink
-from tui.training import MODEL, OUT, FormError, Job, Run, RunBook, parse_settings, plan
+from tui.train_settings import FormError, parse_settings, plan
+from tui.training import MODEL, OUT, Job, Run, RunBook
 
 IDLE_HINT = "n starts a run · o reopens a run folder"
 MAX_LISTED = 20  # the engine's latest training jobs shown at connection

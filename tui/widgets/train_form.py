@@ -2,7 +2,8 @@
 train them side by side from one model pass), width, sparsity, length and the rest.
 
 Enter in any field (or the Start button) posts `Submitted` with the raw text; the
-pane parses it (`tui.training.parse_settings`, `plan`) and reports what is wrong.
+pane's controller parses it (`tui.train_settings.parse_settings`, `plan`) and
+reports what is wrong.
 
 Notes
 - Compact inputs (one row each, several per line), so the whole form fits in the
@@ -11,7 +12,7 @@ Notes
   it holds the default hook only.
 - Checkboxes take space and Enter themselves; Enter starts from the text fields.
 - Every field starts with the engine's default (`engine.protocol.TrainSettings`,
-  read through `tui.training.form_default`); nothing is repeated here.
+  read through `tui.train_settings.form_default`); nothing is repeated here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
-from tui.training import ARCHITECTURES, DEFAULT_HOOK, form_default
+from tui.train_settings import form_default
+from tui.training import ARCHITECTURES, DEFAULT_HOOK
 
 # Rows of (field, label, width in cells or 0 for the rest of the line).
 ROWS = (
