@@ -45,8 +45,10 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
     keys(tmux, *["Tab"] * 4, "Enter")  # to d_sae, and start
 
     def run_rows(screen: str) -> list[str]:
-        return [line for line in screen.splitlines()  # names may be shortened: `relu-b…`
-                if re.search(r"(relu|topk)-b", line) and ("running" in line or "finished" in line)]
+        # Rows of the runs table (names may be shortened: `relu-b…`), with their step
+        # count: the message line ("finished relu-b0-…, topk-b0-…") names them too.
+        return [line for line in screen.splitlines()
+                if re.search(r"(relu|topk)-b.*\s\d+/\d+\s.*\s(running|finished)\s*$", line)]
 
     def curves_drawn(screen: str) -> bool:  # plot titles, and points (braille cells) under them
         return "loss (log)" in screen and sum(ch in screen for ch in "⠁⠂⠄⡀⠒⠤⣀⠉") >= 2
@@ -61,7 +63,7 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
     lines = screen.splitlines()
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
     rows = run_rows(screen)
-    assert any(" relu " in r for r in rows) and any(" topk " in r for r in rows)
+    assert any(" relu " in r for r in rows) and any(" topk " in r for r in rows), screen
     assert "explained variance" in screen and "quiet fraction" in screen and "L0 (log)" in screen
 
     # Quitting while they train asks first; "s" stops them (checkpointed) and quits.
