@@ -19,7 +19,6 @@ Notes
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from textual.app import App, ComposeResult
@@ -52,7 +51,6 @@ RESTART_CONFIRM_S = 3.0
 # (pane id, title, key): the tabs, their keys, the palette's "Show pane" entries
 PANES = [("predict", "Predict", "f2"), ("inspector", "Inspector", "f3"), ("ablation", "Ablation", "f4"),
          ("train", "Training", "f5")]
-_PANE_KEYS = Binding.Group("Panes", compact=True)  # the footer: "F2F3F4F5 Panes"
 
 
 class SaescopeApp(App[None]):
@@ -60,17 +58,19 @@ class SaescopeApp(App[None]):
     CSS_PATH = "app.tcss"
     COMMANDS = App.COMMANDS | {SaescopeCommands}
     BINDINGS = [
-        Binding("question_mark,f1", "help", "Help", id="app.help",
+        Binding("question_mark,f1", "help", "Help", id="app.help", key_display="F1",
                 tooltip="This help (F1 also works while typing)"),
         Binding("l,ctrl+l", "toggle_log", "Log", id="app.toggle_log",
                 tooltip="Show or hide the log (engine stderr)"),
-        Binding("ctrl+r,r", "restart_engine", "Restart", id="app.restart_engine",
+        Binding("ctrl+r,r", "restart_engine", "Restart", id="app.restart_engine", show=False,
                 tooltip="Restart the engine (twice while it runs)"),
         Binding("ctrl+g", "cancel_jobs", "Cancel", id="app.cancel_jobs",
                 tooltip="Cancel the running engine jobs"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, tooltip="Quit saescope"),
-        *(Binding(key, f"show_pane('{pane}')", title, id=f"app.pane.{pane}", group=_PANE_KEYS,
-                  tooltip=f"Show the {title} pane") for pane, title, key in PANES),
+        # one footer entry for all four ("F2…F5 Panes"); the help lists each
+        *(Binding(key, f"show_pane('{pane}')", "Panes" if i == 0 else title, id=f"app.pane.{pane}",
+                  show=i == 0, key_display="F2…F5" if i == 0 else key.upper(), tooltip=f"Show the {title} pane")
+          for i, (pane, title, key) in enumerate(PANES)),
     ]
 
     def __init__(self, target: EngineTarget, model_spec: str = "default") -> None:
@@ -156,9 +156,7 @@ class SaescopeApp(App[None]):
                           tooltip="Command palette: every pane and action by name")
         moving = [Binding("tab,shift+tab", "focus_next", "Next field", tooltip="Move between the fields of a pane"),
                   Binding("left,right", "tab", "Tabs", tooltip="On the pane tabs: the previous / next pane")]
-        # one help row per pane key (the footer shows them as one group)
-        everywhere = [dataclasses.replace(b, group=None) if b.group is _PANE_KEYS else b for b in self.BINDINGS]
-        return [("Everywhere", [*everywhere, palette, *moving]),
+        return [("Everywhere", [*self.BINDINGS, palette, *moving]),
                 ("Predict: prompt", PromptInput.BINDINGS),
                 ("Predict: tokens", [*TopTokensTable.BINDINGS, *PredictPane.BINDINGS]),
                 ("Inspector", InspectorPane.BINDINGS),

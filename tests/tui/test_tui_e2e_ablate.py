@@ -1,6 +1,9 @@
 """End to end: the real `saescope` command in tmux at 80x24, attached to a
-listening engine, driving the Ablation pane like a person: a prompt, its tree,
-two levels expanded, a node ablated, and that node opened in the Inspector."""
+listening engine, used like a person: every pane by its key (F2-F5), help with F1
+while typing, then the Ablation pane: a prompt, its tree, two levels expanded, a
+node ablated with `a` (the prediction before and after), restored with `a`,
+ablated again, the down tree with its before/after table, and that node opened
+in the Inspector."""
 
 from __future__ import annotations
 
@@ -34,11 +37,18 @@ def test_ablation_pane_in_tmux(tmux, sae_engine):
     # SAE folders are the test's copies.
     tmux.start(f"env SAESCOPE_WEIGHTS={sae_engine.weights} saescope --connect {sae_engine.address} --token {TOKEN}")
     tmux.wait_for("mini-gelu-1l · ")
-    keys(tmux, "C-p")
-    tmux("send-keys", "-t", "app", "Ablation tree")
-    time.sleep(0.5)
-    keys(tmux, "Enter")
-    tmux.wait_for("no tree yet")
+    tmux.wait_for("F2…F5 Panes", 10)  # the pane keys, in the footer
+
+    # Every pane by its key, even while typing in the prompt.
+    tmux("send-keys", "-t", "app", "def f(")
+    for key, seen in (("F3", "feature "), ("F5", "quiet fraction"), ("F2", "def f("), ("F4", "no tree yet")):
+        keys(tmux, key)
+        tmux.wait_for(seen, 10)
+    keys(tmux, "F1")
+    tmux.wait_for("Show the Ablation pane", 10)  # help, listing the keys pane by pane
+    keys(tmux, "F1")  # closes it too (a lone Escape in a terminal waits for a sequence)
+    tmux.wait_for("no tree yet", 10)
+
     tmux("send-keys", "-t", "app", PROMPT)
     keys(tmux, "Enter")
     screen = tmux.wait_for("predicts ")
@@ -47,11 +57,26 @@ def test_ablation_pane_in_tmux(tmux, sae_engine):
     # Level 1: the first downstream feature's drivers.
     keys(tmux, *["Down"] * downs_to(screen, "predicts ", "mlp_out #"), "Enter")
     screen = tmux.wait_for("resid_mid #", 30)
-    # Level 2: the first upstream feature under it (nothing feeds it), then ablate it.
-    keys(tmux, *["Down"] * downs_to(screen, "▼ mlp_out #", "resid_mid #"), "Enter", "a")
-    screen = tmux.wait_for("ablate resid_mid #", 30)
-    feature = re.search(r"ablate resid_mid #(\d+)", screen).group(1)
-    assert "logit " in screen and "↓ what it drives" in screen
+    # Level 2: the first upstream feature under it (nothing feeds it: no ▶), then ablate it:
+    # the prediction before → after appears; `a` again restores it.
+    keys(tmux, *["Down"] * downs_to(screen, "▼ mlp_out #", "resid_mid #"))
+    line = next(li for li in tmux.screen().splitlines() if "resid_mid #" in li)
+    assert "▶" not in line
+    feature = re.search(r"resid_mid #(\d+)", line).group(1)
+    keys(tmux, "a")
+    screen = tmux.wait_for("prediction ", 30)
+    assert f"✗ resid_mid #{feature}" in screen and "→" in screen.split("prediction ")[1].splitlines()[0]
+    keys(tmux, "a")
+    screen = tmux.wait_for("Ablations restored", 10)
+    assert f"✗ resid_mid #{feature}" not in screen and "prediction " not in screen
+    keys(tmux, "a")
+    tmux.wait_for("prediction ", 30)
+
+    # The down tree: what the ablation drives, and the table of the prediction before/after.
+    keys(tmux, "d")
+    screen = tmux.wait_for(f"ablate resid_mid #{feature}", 30)
+    assert "↓ what it drives" in screen and "before" in screen and "after" in screen and "change" in screen
+    assert re.search(r"▲ .*\d+\.\d% +\d+\.\d% +[+−]\d+\.\d%", screen), screen  # the top token after
     lines = screen.splitlines()
     assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
 

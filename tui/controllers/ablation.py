@@ -38,6 +38,7 @@ from tui.client import EngineError
 from tui.link import EngineLink
 from tui.sae_paths import short_name
 from tui.sae_session import SaeSession
+from tui.text import visible_token
 from tui.tree_state import NodePath, TreeState, chain_of, export, find_chain, open_chains
 
 TOP = 8
@@ -85,7 +86,8 @@ class AblationController:
         self.prediction: PredictionChange | None = None  # before/after the current ablations
         self.generation = 0
         self.cursor: dict[str, NodePath] = {}  # direction -> path of the node under the cursor
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks: dict[str, asyncio.Task] = {}  # the latest of each exclusive group
+        self._running: set[asyncio.Task] = set()
 
     # ---- tasks --------------------------------------------------------------------------
     def _spawn(self, group: str, coro, exclusive: bool = True) -> asyncio.Task:
@@ -93,6 +95,8 @@ class AblationController:
             old.cancel()
         task = asyncio.ensure_future(coro)
         task.add_done_callback(self._surface)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
         if exclusive:
             self._tasks[group] = task
         return task
@@ -105,11 +109,11 @@ class AblationController:
 
     async def idle(self) -> None:
         """Wait for every request under way (tests)."""
-        while pending := [t for t in self._tasks.values() if not t.done()]:
-            await asyncio.gather(*pending, return_exceptions=True)
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
 
     def close(self) -> None:
-        for task in self._tasks.values():
+        for task in list(self._running):
             task.cancel()
 
     # ---- what the pane shows ---------------------------------------------------------------
@@ -123,6 +127,18 @@ class AblationController:
         if s is None:
             return None
         return s.down if self.direction == "down" and s.down is not None else s.up
+
+    def settings(self) -> str:
+        """`@7 ( → self · new rows ≈ attribution · zero ablation · ↑ what drives it`."""
+        parts = []
+        if self.state is not None:
+            o = self.state.opened
+            parts.append(f"@{o.position} {visible_token(o.tokens[o.position])} → {visible_token(o.predicted)}")
+        parts.append("new rows ≈ attribution" if self.method == "attribution" else "new rows = exact")
+        parts.append(f"{self.mode} ablation")
+        if self.state is not None:
+            parts.append("↓ what it drives" if self.direction == "down" else "↑ what drives it")
+        return " · ".join(parts)
 
     # ---- opening --------------------------------------------------------------------------
     def open(self, prompt: str, paths: list[str], position: int | None = None,
@@ -195,6 +211,18 @@ class AblationController:
             return
         keep = open_chains(s.up) + list(also_open)
         self.open(s.prompt, s.paths, s.opened.position if position is None else position, keep)
+
+    def step_position(self, step: int) -> int | None:
+        """The tree one token earlier or later (the ablations kept): its position, or None
+        at either end."""
+        if self.state is None:
+            return None
+        o = self.state.opened
+        position = max(0, min(len(o.tokens) - 1, o.position + step))
+        if position == o.position:
+            return None
+        self.recompute(position=position)
+        return position
 
     def switch_method(self) -> None:
         self.method = "exact" if self.method == "attribution" else "attribution"

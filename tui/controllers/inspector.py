@@ -132,8 +132,10 @@ class InspectorController:
                     raise EngineError(problem)
             page = await self.pages.get(path, feature)
         except EngineError as e:
-            if self.current == (path, feature):
+            if self.current == (path, feature):  # back to the page shown, as if never asked
                 self.current = self.shown
+                if self.history and self.history[-1] == self.shown:
+                    self.history.pop()
                 self.post(PageFailed(path, feature, str(e), self.shown[0] if self.shown else None))
             return
         if self.current == (path, feature):  # else the user has moved on; the page waits in the cache

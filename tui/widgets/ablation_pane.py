@@ -1,22 +1,15 @@
 """The Ablation pane: which features drive a prediction, and what a feature drives.
 
 Type a prompt and press Enter: the root is the model's prediction at the chosen
-position (the last token, or one picked on the token chips with ←/→ and Enter),
-and its children are the downstream SAE's features and error term with the
-largest effect on it. Expanding a node asks the engine for its own children.
-Keys on the tree: `a` ablates the selected feature, or restores it (on the down
-tree's root: restores them all), and shows the prediction before and after;
-`d` switches between the up tree and the down tree (what the ablated set drives),
-`x` switches exact/attribution, `z` zero/mean ablation, `c` checks the node's
-attributions against exact ablation, `o` opens the feature in the Inspector,
-`e` exports the tree as JSON.
+position (the last token, or one picked on the token chips), its children the
+downstream SAE's features and error term with the largest effect on it; a node
+expands into its own drivers. `a` ablates a feature or restores it and shows the
+prediction before and after; `d` shows what the ablated set drives (the keys:
+BINDINGS, also in the help screen).
 
-Notes
-- This file lays out and draws; `tui/controllers/ablation.py` owns the requests
-  and the state, and posts the messages handled here.
-- Each row's number is the change of its parent's value when the node is ablated,
-  marked `=` (exact) or `≈` (attribution): after a method switch, rows computed
-  before keep their own mark.
+This file lays out and draws; `tui/controllers/ablation.py` owns the requests and
+the state, and posts the messages handled here. Each row's number is the change of
+its parent's value when the node is ablated, marked `=` exact or `≈` attribution.
 """
 
 from __future__ import annotations
@@ -75,7 +68,6 @@ class AblationPane(Vertical):
 
     def __init__(self, link: EngineLink, saes: SaeSession, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.link = link
         self.control = AblationController(link, saes, self.post_message)
         self.last_export: Path | None = None
 
@@ -127,7 +119,7 @@ class AblationPane(Vertical):
 
     @property
     def sae_paths(self) -> list[str]:
-        return [self.query_one("#ablate-up", SaeField).path, self.query_one("#ablate-down", SaeField).path]
+        return [field.path for field in self.query(SaeField)]  # upstream, downstream
 
     # ---- opening ----------------------------------------------------------------------
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -162,10 +154,8 @@ class AblationPane(Vertical):
         self._info(message.text, error=message.error)
 
     def on_tree_failed(self, message: TreeFailed) -> None:
-        if message.paths is not None:  # the SAE fields name the SAEs of the tree shown
-            for field, path in zip((self.query_one("#ablate-up", SaeField), self.query_one("#ablate-down", SaeField)),
-                                   message.paths):
-                field.set_path(path)
+        for field, path in zip(self.query(SaeField), message.paths or []):
+            field.set_path(path)  # the SAE fields name the SAEs of the tree shown
         self._info(message.error, error=True)
 
     def on_tree_node_highlighted(self, event: AblationTree.NodeHighlighted) -> None:
@@ -207,13 +197,8 @@ class AblationPane(Vertical):
         self._info(self._settings())
 
     def action_position(self, step: int) -> None:
-        if self.state is None:
-            return
-        tokens = self.state.opened.tokens
-        position = max(0, min(len(tokens) - 1, self.state.opened.position + step))
-        if position != self.state.opened.position:
-            self.query_one(TokenCursor).show(tokens, position)
-            self.control.recompute(position=position)
+        if (position := self.control.step_position(step)) is not None:
+            self.query_one(TokenCursor).show(self.state.opened.tokens, position)
 
     def on_token_cursor_chosen(self, message: TokenCursor.Chosen) -> None:
         message.stop()
@@ -272,16 +257,7 @@ class AblationPane(Vertical):
         self._info(self._settings())
 
     def _settings(self) -> str:
-        c = self.control
-        parts = []
-        if self.state is not None:
-            o = self.state.opened
-            parts.append(f"@{o.position} {visible_token(o.tokens[o.position])} → {visible_token(o.predicted)}")
-        parts.append("new rows ≈ attribution" if c.method == "attribution" else "new rows = exact")
-        parts.append(f"{c.mode} ablation")
-        if self.state is not None:
-            parts.append("↓ what it drives" if c.direction == "down" else "↑ what drives it")
-        return " · ".join(parts) + "\n" + LEGEND
+        return f"{self.control.settings()}\n{LEGEND}"
 
     def _info(self, text: str, error: bool = False) -> None:
         """The info rows: settings and the legend, or a message; errors wrap, in full."""
