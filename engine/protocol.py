@@ -18,6 +18,9 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20  # longer lines are refused (and skipped) with an error
+# An SAE is named by a folder path (the engine's: absolute, or relative to the engine's
+# working directory) or by `release:RELEASE/SAE_ID` (a pretrained sae_lens SAE).
+SAE_RELEASE_PREFIX = "release:"
 
 
 class Hello(msgspec.Struct, tag="hello", tag_field="type"):

@@ -22,8 +22,9 @@ import difflib
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.protocol import SAE_RELEASE_PREFIX
 
-RELEASE_PREFIX = "release:"
+RELEASE_PREFIX = SAE_RELEASE_PREFIX
 SMOLLM2_NAMES = ("smollm2-135m", "smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct")
 
 
@@ -39,7 +40,8 @@ def _load_folder(path: Path, device: str):
     from sae_lens import SAE
 
     if not (path / "cfg.json").exists() or not (path / "sae_weights.safetensors").exists():
-        raise UserError(f"{path} is not an SAE folder (needs cfg.json and sae_weights.safetensors); "
+        where = "" if path.is_absolute() else f" (a relative path, read from the engine's folder {Path.cwd()})"
+        raise UserError(f"{path} is not an SAE folder{where} (needs cfg.json and sae_weights.safetensors); "
                         f"for a pretrained SAE write {RELEASE_PREFIX}RELEASE/SAE_ID")
     try:
         return SAE.load_from_disk(str(path), device=device)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.protocol import SAE_RELEASE_PREFIX
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_NAME, DOWNSTREAM_NAME = "resid_mid-topk", "mlp_out-topk"
 
@@ -32,6 +34,16 @@ def default_upstream() -> str:
 def default_downstream() -> str:
     """The downstream SAE (blocks.0.hook_mlp_out); also the Inspector's first SAE."""
     return str(saes_dir() / DOWNSTREAM_NAME)
+
+
+def resolve_typed(path: str, engine_is_local: bool) -> str:
+    """An SAE path as the user typed it, made absolute against the app's folder (where
+    they typed it) when the engine runs here; a remote engine's paths, and releases,
+    are sent as typed (the engine reads them on its machine, from its own folder)."""
+    path = path.strip()
+    if not engine_is_local or not path or path.startswith(SAE_RELEASE_PREFIX):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def local_saes() -> list[str]:

@@ -53,6 +53,12 @@ class EngineTarget:
             raise ValueError(f"--connect takes HOST:PORT, got {address!r}")
         return cls("tcp", host=host.strip("[]") or "127.0.0.1", port=int(port), token=token)
 
+    @property
+    def on_this_machine(self) -> bool:
+        """Whether the engine reads this machine's files: a local engine, or TCP on
+        loopback. An engine command (ssh, say) may run anywhere: not assumed."""
+        return self.how == "local" or (self.how == "tcp" and self.host in ("127.0.0.1", "localhost", "::1"))
+
     def describe(self) -> str:
         """A few words for the status bar: `local`, `via ssh`, `tcp HOST:PORT`."""
         if self.how == "local":

@@ -11,6 +11,8 @@ import json
 import shutil
 from types import SimpleNamespace
 
+from pathlib import Path
+
 import pytest
 
 from engine.errors import UserError
@@ -62,8 +64,13 @@ def test_release_spec_forms(tmp_path):
     # An existing path wins over a release of the same name.
     (tmp_path / RELEASE / "blocks.3.hook_resid_pre").mkdir(parents=True)
     assert release_spec(tmp_path / RELEASE / "blocks.3.hook_resid_pre") is None
-    with pytest.raises(UserError, match="not an SAE folder"):
+    with pytest.raises(UserError, match="not an SAE folder") as e:
         load_sae("no-such-release/some_sae")
+    # a relative path names the folder it was read from (the engine's, maybe not the user's)
+    assert f"a relative path, read from the engine's folder {Path.cwd()}" in str(e.value)
+    with pytest.raises(UserError) as e:
+        load_sae(tmp_path / "absent")
+    assert "relative" not in str(e.value)
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -140,3 +140,54 @@ def test_inspector_80x24(snap_compare, make_app, model_loaded, wait_until, sae_e
         await pilot.pause(0.2)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_a_relative_sae_path_is_the_users_folder_or_the_remote_engines(make_app, model_loaded, wait_until,
+                                                                        sae_engine, monkeypatch, tmp_path):
+    """Typed in the app's folder, a relative SAE path reaches an engine on this machine
+    (started elsewhere) as an absolute one; for a remote engine the dialog says paths are
+    the engine's and sends what was typed."""
+    from textual.widgets import Input, Static
+
+    from tui.screens.sae_path import SaePathScreen
+
+    monkeypatch.setenv("SAESCOPE_WEIGHTS", str(sae_engine.weights))
+    (tmp_path / "mine").symlink_to(sae_engine.down)
+    monkeypatch.chdir(tmp_path)  # the app's folder; the engine was started in another
+
+    async def main():
+        app = make_app(EngineTarget.tcp(sae_engine.address, token=TOKEN))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await model_loaded(pilot)
+            app.action_show_pane("inspector")
+            pane = app.query_one(InspectorPane)
+            await wait_until(pilot, lambda: pane.page_view.page is not None, 60, "the first page")
+            await pilot.press("s")
+            assert isinstance(app.screen, SaePathScreen) and not app.screen.query("#sae-remote")
+            await pilot.press("ctrl+u", *"mine", "enter")
+            await wait_until(pilot, lambda: pane.path == str(tmp_path / "mine"), 5, "the absolute path")
+            await wait_until(pilot, lambda: pane.control.shown and pane.control.shown[0] == str(tmp_path / "mine"),
+                             60, "a page of the SAE named by a relative path")
+
+            picked: list = []
+            app.push_screen(SaePathScreen("/srv/saes/a", engine="via ssh"), picked.append)
+            await pilot.pause()
+            note = str(app.screen.query_one("#sae-remote", Static).render())
+            assert "Paths are the engine's (via ssh)" in note
+            app.screen.query_one(Input).value = "saes/b"
+            await pilot.press("enter")
+            assert picked == ["saes/b"]  # as typed: the engine reads it from its own folder
+
+    asyncio.run(main())
+
+
+def test_sae_paths_resolve_only_for_an_engine_on_this_machine(tmp_path, monkeypatch):
+    from tui.sae_paths import resolve_typed
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_typed(" saes/x ", True) == str(tmp_path / "saes" / "x")
+    assert resolve_typed("saes/x", False) == "saes/x"
+    assert resolve_typed("release:gpt2-small-res-jb/blocks.0.hook_resid_pre", True).startswith("release:")
+    assert EngineTarget.local().on_this_machine and EngineTarget.tcp("127.0.0.1:9").on_this_machine
+    assert not EngineTarget.tcp("gpu-box:9").on_this_machine
+    assert not EngineTarget.command("ssh box saescope engine serve --stdio").on_this_machine

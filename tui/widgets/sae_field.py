@@ -55,4 +55,6 @@ class SaeField(Static, can_focus=True):
                 self.set_path(path)
                 self.post_message(self.Changed(self, path))
 
-        self.app.push_screen(SaePathScreen(self.path, self.title), done)
+        link = getattr(self.app, "link", None)  # where the engine runs decides what a path means
+        remote = link is not None and not link.target.on_this_machine
+        self.app.push_screen(SaePathScreen(self.path, self.title, link.how if remote else None), done)
