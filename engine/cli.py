@@ -394,6 +394,9 @@ def recipe_smollm2_saes(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    from engine.runtime import keep_big_blocks
+
+    keep_big_blocks()
     app()
 
 

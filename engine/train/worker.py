@@ -91,4 +91,7 @@ def main(folder: str) -> int:
 
 
 if __name__ == "__main__":
+    from engine.runtime import keep_big_blocks
+
+    keep_big_blocks()
     sys.exit(main(sys.argv[1]))
