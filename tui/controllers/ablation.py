@@ -85,7 +85,7 @@ class AblationController:
         self.method, self.mode = "attribution", "zero"
         self.prediction: PredictionChange | None = None  # before/after the current ablations
         self.generation = 0
-        self.cursor: dict[str, NodePath] = {}  # direction -> path of the node under the cursor
+        self._cursor: dict[str, NodePath] = {}  # direction -> path of the node under the cursor
         self._tasks: dict[str, asyncio.Task] = {}  # the latest of each exclusive group
         self._running: set[asyncio.Task] = set()
 
@@ -121,12 +121,15 @@ class AblationController:
         s, n = self.state, node.node
         return bool(s and s.ablated and s.ablated[0] == n.site_index and n.feature in s.ablated[1])
 
+    def remember_cursor(self, path: NodePath) -> None:
+        """The node under the cursor in the tree shown (it is found again when that tree
+        is drawn again)."""
+        self._cursor[self.direction] = path
+
     @property
-    def shown_root(self) -> Node | None:
-        s = self.state
-        if s is None:
-            return None
-        return s.down if self.direction == "down" and s.down is not None else s.up
+    def cursor(self) -> NodePath:
+        """Where the cursor was in the tree shown (the root if nowhere)."""
+        return self._cursor.get(self.direction, ())
 
     def settings(self) -> str:
         """`@7 ( → self · new rows ≈ attribution · zero ablation · ↑ what drives it`."""
@@ -182,7 +185,7 @@ class AblationController:
         if state.ablated is None:
             self.direction, self.prediction = "up", None
         if old is None or (old.prompt, old.opened.position) != (prompt, state.opened.position):
-            self.cursor = {}
+            self._cursor = {}
         self.post(TreeShown(note))
 
     async def _reexpand(self, s: TreeState, keep: list[tuple]) -> None:
@@ -293,7 +296,7 @@ class AblationController:
             return
         if s is self.state and s.ablated == (site, features):
             s.down, self.prediction = result.root, result.prediction
-            self.cursor.pop("down", None)
+            self._cursor.pop("down", None)
             self.post(TreeShown())
 
     def switch_direction(self) -> bool:

@@ -161,7 +161,7 @@ class AblationPane(Vertical):
     def on_tree_node_highlighted(self, event: AblationTree.NodeHighlighted) -> None:
         event.stop()
         if event.node.data is not None and self.state is not None:
-            self.control.cursor[self.direction] = event.node.data.path
+            self.control.remember_cursor(event.node.data.path)
 
     def on_ablation_tree_expand_wanted(self, message: AblationTree.ExpandWanted) -> None:
         message.stop()
@@ -246,13 +246,13 @@ class AblationPane(Vertical):
         tree.agreement = {} if down else s.checks
         tree.exact = {} if down else {p: {pair.feature: pair.exact for pair in c.pairs} for p, c in s.checks.items()}
         if down:
-            tree.show(s.down, cursor=self.control.cursor.get("down", ()))
+            tree.show(s.down, cursor=self.control.cursor)
         else:
             o = s.opened
             title = Text.assemble(("predicts ", "dim"), (visible_token(o.predicted), "bold"),
                                   (f" after {visible_token(o.tokens[o.position])} (@{o.position})", "dim"),
                                   f"  logit = {s.up.effect:.3f}")
-            tree.show(s.up, title, cursor=self.control.cursor.get("up", ()))
+            tree.show(s.up, title, cursor=self.control.cursor)
         self.query_one(PredictionChangeView).show(self.control.prediction, full=down)
         self._info(self._settings())
 
