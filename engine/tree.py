@@ -11,9 +11,10 @@ parent's quantity), `method` ("exact" or "attribution"), `description`, and
   site whose activation changes most, and the logits that change most.
 
 Notes
-- Exact effects ablate one candidate at a time; the candidates are the features
-  active anywhere up to the target position (an inactive feature's zero ablation
-  changes nothing), plus the error term.
+- Exact effects ablate each candidate alone, many per batched forward pass
+  (`Splice.exact_effects`); the candidates are the features active anywhere up to
+  the target position (an inactive feature's zero ablation changes nothing), plus the
+  error term. The down tree's rows (one ablation each) are batched the same way.
 - `agreement` compares the two methods on the same candidates (Pearson and
   Spearman correlation), the number the Ablation pane shows.
 """
@@ -115,17 +116,29 @@ class TreeBuilder:
     # ---- down ------------------------------------------------------------------
     def down_children(self, site: int, features: list[int], mode: str | None = None, *, job=None) -> list[dict]:
         """What ablating `features` of `site` (together) changes: next-site features and logits."""
-        ivs = [Intervention(site, f, mode or self.mode) for f in features]
-        if job is not None:
-            job.check()
-        after = self.s.run(self.tokens, ivs, upto=self.position, job=job)
+        return self._down(site, [features], mode, job)[0]
+
+    def _down(self, site: int, groups: list[list[int]], mode: str | None, job) -> list[list[dict]]:
+        """`down_children` of each group of `site`'s features, from batched passes (a row
+        per group, measured against the pass's clean row)."""
+        mode = mode or self.mode
+        rows = [[Intervention(site, f, mode) for f in group] for group in groups]
+        after = (site + 1,) if site + 1 < len(self.s.sites) else ()
         out = []
-        if site + 1 < len(self.s.sites):
-            d = after.acts[site + 1][self.position] - self.clean.acts[site + 1][self.position]
+        for _, r in self.s.passes(self.tokens, site, rows, self.position, after, job=job):
+            out += [self._down_nodes(site, r, i) for i in range(1, len(r.logits))]
+        return out
+
+    def _down_nodes(self, site: int, r, i: int) -> list[dict]:
+        """The children for row `i` of a batched pass `r`: the next site's features and the
+        logits that change most against the clean row 0."""
+        out = []
+        if r.acts:
+            d = r.acts[site + 1][i] - r.acts[site + 1][0]
             for f in d.abs().topk(min(self.top, d.numel())).indices.tolist():
                 if d[f] != 0:
                     out.append({**self._feature_node(site + 1, f, float(d[f]), "down"), "method": "exact"})
-        dl = after.logits[self.position] - self.clean.logits[self.position]
+        dl = r.logits[i] - r.logits[0]
         vocab = self.s.lm.tokenizer
         for t in dl.abs().topk(min(self.top, dl.numel())).indices.tolist():
             if dl[t] == 0:
@@ -136,17 +149,21 @@ class TreeBuilder:
 
     def root_down(self, site: int, features: list[int], depth: int = 1, mode: str | None = None,
                   *, job=None) -> dict:
+        """The down tree of ablating `features` of `site` together; with `depth` > 1 its
+        feature children are expanded too, all in one batched pass."""
         from engine.jobs import as_job
 
         job = as_job(job)
+        job.progress(0.0, "ablating downstream")
         root = {"node": {"kind": "ablation", "site": self.s.sites[site].name, "site_index": site,
                          "features": features, "mode": mode or self.mode, "direction": "down"},
                 "effect": 0.0, "method": "exact", "description": "",
                 "children": self.down_children(site, features, mode, job=job)}
-        if depth > 1:
-            for i, child in enumerate(root["children"]):
-                job.progress(i / len(root["children"]), "ablating downstream", step=i, total=len(root["children"]))
-                self.expand_down(child, job=job)
+        below = [c for c in root["children"] if c["node"]["kind"] == "feature"]
+        if depth > 1 and below:
+            groups = [[c["node"]["feature"]] for c in below]
+            for child, children in zip(below, self._down(site + 1, groups, None, job)):
+                child["children"] = children
         job.progress(1.0, "ablating downstream")
         return root
 
@@ -237,19 +254,26 @@ def open_tree(lm, views: list, prompt: str, position: int | None = None, mode: s
 
 
 def describer(views: list) -> Callable[[int, int], str]:
-    """Short descriptions from each SAE's index (cached), or '' where there is none."""
-    from engine.inspect import describe
+    """Short descriptions from each SAE's index, or '' where there is none: the view's own
+    where it has them (`SaeView.description`), else `describe` of the tokens at the maxima
+    of the top examples, read from the index's windows without a model pass (cached)."""
+    from collections import Counter
 
+    top = 10  # examples a description is drawn from, a page's default
     cache: dict = {}
 
     def fn(site: int, f: int) -> str:
         v = views[site]
         if v.index is None:
             return ""
+        if hasattr(v, "description"):
+            return v.description(f)
         if (site, f) not in cache:
-            idx = v.index
-            ex = v._examples(f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], 10)
-            cache[site, f] = describe(ex)
+            windows, positions = v.index.top_windows[f], v.index.top_positions[f]
+            keep = windows >= 0
+            peaks = v.windows[windows[keep][:top], positions[keep][:top]].tolist()
+            counts = Counter(v.lm.tokenizer.decode([t]) for t in peaks)  # as `engine.inspect.describe`
+            cache[site, f] = " ".join(repr(t) for t, _ in counts.most_common(3))
         return cache[site, f]
     return fn
 
