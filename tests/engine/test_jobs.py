@@ -150,6 +150,7 @@ def builder(default_model):
     splice = Splice(default_model, sites)
     clean = splice.run(tokens, upto=position)
     metric = Target("logit", position, token=int(clean.logits[position].argmax()))
+    splice.batch_bytes = 0  # a pass per candidate: long enough to cancel in the middle
     tb = TreeBuilder(splice, tokens, position, metric, method="exact", top=4)
     assert len(tb.candidates(1)) > 300  # many children to ablate one by one
     return tb
@@ -171,7 +172,10 @@ def test_cancel_tree_check(builder):
     cancel_when_started(lambda: builder.agreement(builder.metric, 1, job=job), job, rec.started)
 
 
-def test_cancel_tree_open_handler(default_model):
+def test_cancel_tree_open_handler(default_model, monkeypatch):
+    import engine.ablate
+
+    monkeypatch.setattr(engine.ablate.Splice, "batch_bytes", 0)  # a pass per candidate: long enough to cancel
     from engine.workspace import Workspace
     from engine.handlers.trees import tree_open
     from engine.protocol import parse_params
