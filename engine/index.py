@@ -3,8 +3,10 @@
 For every feature it keeps: the top-k windows by the feature's maximum activation
 in the window (with the position of that maximum), a uniform random sample of
 the other windows where it fires (so the user sees typical activations, not just
-the extremes), a histogram of its non-zero activations, its firing density, mean
-and max. Memory is O(d_sae * k), whatever the corpus size.
+the extremes), the feature's activations on the tokens around each of those
+maxima (the context a feature page shows), a histogram of its non-zero
+activations, its firing density, mean and max. Memory is O(d_sae * k), whatever
+the corpus size.
 
 Notes
 - Top examples are per window: a window enters a feature's list once, at its
@@ -14,6 +16,15 @@ Notes
   uniform sample without replacement over the firing windows, merged batch by
   batch with the same tensor ops as the top-k.
 - Histograms use fixed log10 bins from 1e-3 to 1e3, so batches merge by addition.
+- The context of an example (`CONTEXT_BEFORE` tokens before its maximum, `CONTEXT_AFTER`
+  after) is cut from the batch's activations when the example enters a list, so a
+  page needs no model pass. Most of a context is zeros (about 3 of its 27 values
+  fire on the shipped SAEs): it is stored sparse, CSR with one row per feature and
+  list slot, about 0.8 MB for 1024 features where dense float32 would take 4.4 MB.
+- So that a page computes nothing, the index also keeps each feature's strongest
+  direct-path logit effects and its nearest features by decoder cosine (small
+  tables, computed once from the weights after the pass: per page, those products
+  cost more than the rest of the page, and much more while other work shares the CPU).
 - The index is saved beside the SAE under `index/`, named by the corpus and keyed
   by a hash of the SAE's files and the corpus's identity; a stale index is rebuilt,
   never shown.
@@ -23,7 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +46,11 @@ from engine.errors import UserError
 from engine.jobs import Job, as_job
 
 HIST_LOG10_MIN, HIST_LOG10_MAX, HIST_BINS = -3.0, 3.0, 48
-INDEX_VERSION = 1
+CONTEXT_BEFORE, CONTEXT_AFTER = 20, 6  # tokens shown around an example's maximum
+CONTEXT = CONTEXT_BEFORE + 1 + CONTEXT_AFTER
+LOGITS_KEPT, NEIGHBOURS_KEPT = 10, 8  # logit effects (each way) and neighbours a page shows
+INDEX_VERSION = 2  # 2: example contexts, logit effects and neighbours stored (version 1 is rebuilt)
+TABLE_ROWS = 256  # features per product when the logit and neighbour tables are made
 
 
 @dataclass
@@ -50,6 +66,18 @@ class FeatureIndex:
     fire_count: torch.Tensor  # [S] tokens where the feature fired
     act_sum: torch.Tensor  # [S] sum of activations (for the mean over firing tokens)
     max_act: torch.Tensor  # [S]
+    # activations around each example's maximum, CSR over rows (feature, slot): slots
+    # 0..k-1 are the top list's, k..k+q-1 the sample's; column j is position max-CONTEXT_BEFORE+j
+    context_offsets: torch.Tensor  # [S * (k + q) + 1] int32
+    context_columns: torch.Tensor  # [nnz] uint8
+    context_values: torch.Tensor  # [nnz] float32
+    # direct-path logit effects, strongest first ([S, 0] where the hook has no direct path)
+    logit_top_ids: torch.Tensor  # [S, LOGITS_KEPT] int32, by effect, descending
+    logit_top_values: torch.Tensor
+    logit_bottom_ids: torch.Tensor  # [S, LOGITS_KEPT] int32, by effect, ascending
+    logit_bottom_values: torch.Tensor
+    neighbour_ids: torch.Tensor  # [S, NEIGHBOURS_KEPT] int32: other features by decoder cosine, descending
+    neighbour_cosines: torch.Tensor
 
     @property
     def density(self) -> torch.Tensor:
@@ -61,6 +89,17 @@ class FeatureIndex:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: v.contiguous() for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+
+    def contexts(self, feature: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The feature's example contexts as dense rows: ([k, CONTEXT] for the top list,
+        [q, CONTEXT] for the sample), aligned with `top_windows`/`sample_windows`."""
+        k, q = self.top_windows.shape[1], self.sample_windows.shape[1]
+        offsets = self.context_offsets[feature * (k + q):(feature + 1) * (k + q) + 1].long()
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        rows = torch.repeat_interleave(torch.arange(k + q), offsets.diff())
+        dense = torch.zeros(k + q, CONTEXT)
+        dense[rows, self.context_columns[lo:hi].long()] = self.context_values[lo:hi]
+        return dense[:k], dense[k:]
 
 
 def hist_edges() -> list[float]:
@@ -83,7 +122,8 @@ BATCH_TOKENS = 4096  # [BATCH_TOKENS, d_sae] activations at a time
 
 
 class _Merger:
-    """Keeps the k largest `(key, value, window, position)` per feature, merging batches."""
+    """Keeps the k largest `(key, value, window, position)` per feature, merging batches,
+    with the feature's activations around that position (its context)."""
 
     def __init__(self, d_sae: int, k: int, largest: bool, device):
         fill = -torch.inf if largest else torch.inf
@@ -92,9 +132,12 @@ class _Merger:
         self.values = torch.zeros(d_sae, k, device=device)
         self.windows = torch.full((d_sae, k), -1, dtype=torch.long, device=device)
         self.positions = torch.zeros(d_sae, k, dtype=torch.long, device=device)
+        self.contexts = torch.zeros(d_sae, k, CONTEXT, device=device)
 
-    def merge(self, keys, values, windows, positions) -> None:
-        """All arguments [S, n] for the new candidates."""
+    def merge(self, keys, values, windows, positions, acts) -> None:
+        """`keys`..`positions`: [S, b], column i for the batch's window i; `acts`: the
+        batch's activations [b, t, S] (BOS left out), to cut the context of each
+        candidate that enters the list (only those: most never do)."""
         k = self.keys.shape[1]
         all_keys = torch.cat([self.keys, keys], 1)
         sel = all_keys.topk(k, dim=1, largest=self.largest).indices
@@ -102,11 +145,81 @@ class _Merger:
         self.values = torch.cat([self.values, values], 1).gather(1, sel)
         self.windows = torch.cat([self.windows, windows], 1).gather(1, sel)
         self.positions = torch.cat([self.positions, positions], 1).gather(1, sel)
+        contexts = self.contexts.gather(1, sel.clamp_max(k - 1).unsqueeze(-1).expand(-1, -1, CONTEXT))
+        feats, slots = (sel >= k).nonzero(as_tuple=True)
+        contexts[feats, slots] = _cut(acts, sel[feats, slots] - k, self.positions[feats, slots], feats)
+        self.contexts = contexts
 
     def finish(self):
         empty = ~torch.isfinite(self.keys)
-        self.windows[empty], self.values[empty] = -1, 0.0
-        return self.values.cpu(), self.windows.cpu(), self.positions.cpu()
+        self.windows[empty], self.values[empty], self.contexts[empty] = -1, 0.0, 0.0
+        return self.values.cpu(), self.windows.cpu(), self.positions.cpu(), self.contexts.cpu()
+
+
+def _cut(acts: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """[n, CONTEXT]: feature `feats[i]`'s activations in batch window `rows[i]` around
+    window position `positions[i]` (BOS is position 0, which `acts` leaves out);
+    zeros beyond the window's ends and at BOS."""
+    t = acts.shape[1]
+    cols = positions.unsqueeze(1) - 1 - CONTEXT_BEFORE + torch.arange(CONTEXT, device=acts.device)
+    inside = (cols >= 0) & (cols < t)
+    cut = acts[rows.unsqueeze(1), cols.clamp(0, t - 1), feats.unsqueeze(1)]
+    return torch.where(inside, cut, 0.0)
+
+
+def _sparse(contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dense contexts [S, slots, CONTEXT] as CSR (offsets, columns, values), one row per
+    (feature, slot): most activations around an example are zero."""
+    flat = contexts.reshape(-1, CONTEXT)
+    nonzero = flat != 0
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), nonzero.sum(1).cumsum(0)]).int()  # half the bytes
+    return offsets, nonzero.nonzero()[:, 1].to(torch.uint8), flat[nonzero]
+
+
+def logit_path(model, sae, hook: str) -> list[torch.Tensor] | None:
+    """The matrices from the SAE's output space to the logits along the direct path
+    (W_U; the MLP's W_out first for `mlp.hook_post`), None where there is none."""
+    if sae.W_dec.shape[1] == model.cfg.d_model and re.search(r"hook_(resid_\w+|mlp_out|attn_out)$", hook):
+        return [model.W_U]
+    if (m := re.match(r"blocks\.(\d+)\.mlp\.hook_post$", hook)):
+        return [model.blocks[int(m.group(1))].mlp.W_out, model.W_U]
+    return None
+
+
+@torch.no_grad()
+def _weight_tables(model, sae, hook: str, job: Job) -> dict[str, torch.Tensor]:
+    """Each feature's `LOGITS_KEPT` strongest direct-path logit effects each way and its
+    `NEIGHBOURS_KEPT` nearest other features by decoder cosine (the `FeatureIndex`
+    fields from `logit_top_ids` on), `TABLE_ROWS` features at a time, so a large
+    vocabulary or SAE never needs a [d_sae, d_vocab] or [d_sae, d_sae] matrix."""
+    W = sae.W_dec.detach().float()
+    unit = torch.nn.functional.normalize(W, dim=-1)
+    d_sae, path = W.shape[0], logit_path(model, sae, hook)
+    n_logits = min(LOGITS_KEPT, model.cfg.d_vocab) if path else 0
+    parts: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name: str, t: torch.Tensor) -> None:
+        parts.setdefault(name, []).append(t.cpu().int() if name.endswith("_ids") else t.cpu().float())
+
+    for lo in range(0, d_sae, TABLE_ROWS):
+        job.check()
+        hi = min(d_sae, lo + TABLE_ROWS)
+        cos = unit[lo:hi] @ unit.T
+        diagonal = torch.arange(hi - lo, device=cos.device)
+        cos[diagonal, diagonal + lo] = -2  # not its own neighbour
+        near = cos.topk(min(NEIGHBOURS_KEPT, d_sae - 1))
+        keep("neighbour_ids", near.indices)
+        keep("neighbour_cosines", near.values)
+        logits = W[lo:hi]
+        for matrix in path or []:
+            logits = logits @ matrix.float()
+        top = logits.topk(n_logits) if path else (torch.zeros(hi - lo, 0),) * 2
+        bottom = logits.topk(n_logits, largest=False) if path else top
+        keep("logit_top_values", top[0])
+        keep("logit_top_ids", top[1])
+        keep("logit_bottom_values", bottom[0])
+        keep("logit_bottom_ids", bottom[1])
+    return {name: torch.cat(ts) for name, ts in parts.items()}
 
 
 @torch.no_grad()
@@ -149,9 +262,9 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         win_max, win_pos = acts.max(1)  # [b, S]
         win_ids = torch.arange(start, start + b, device=dev).unsqueeze(1).expand(b, d_sae)
         fired = win_max > 0
-        top.merge(torch.where(fired, win_max, -torch.inf).T, win_max.T, win_ids.T, (win_pos + 1).T)
+        top.merge(torch.where(fired, win_max, -torch.inf).T, win_max.T, win_ids.T, (win_pos + 1).T, acts)
         keys = torch.where(fired, torch.rand(b, d_sae, generator=gen).to(dev), torch.inf)
-        sample.merge(keys.T, win_max.T, win_ids.T, (win_pos + 1).T)
+        sample.merge(keys.T, win_max.T, win_ids.T, (win_pos + 1).T, acts)
         flat = acts.reshape(b * t, d_sae)
         nz = flat > 0
         fire_count += nz.sum(0)
@@ -163,19 +276,19 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         bins = bins.floor().long().clamp(0, HIST_BINS - 1)
         hist.index_add_(0, feats * HIST_BINS + bins, torch.ones_like(bins))
         job.progress(min(1.0, (start + b) / len(windows)), message, step=start + b, total=len(windows))
-    top_v, top_w, top_p = top.finish()
+    top_v, top_w, top_p, top_c = top.finish()
     # the sample shows windows beyond the top list
-    s_v, s_w, s_p = sample.finish()
+    s_v, s_w, s_p, s_c = sample.finish()
     meta = {"version": INDEX_VERSION, "k": k, "samples": samples, "windows": len(windows),
             "n_ctx": int(windows.shape[1]), "tokens": int(len(windows) * (windows.shape[1] - 1)),
-            "d_sae": d_sae, "hook": hook, "hist_edges": hist_edges(), **identity}
+            "d_sae": d_sae, "hook": hook, "hist_edges": hist_edges(), "context": [CONTEXT_BEFORE, CONTEXT_AFTER],
+            **identity}
     return FeatureIndex(meta, top_v, top_w, top_p, s_v, s_w, s_p, hist.view(d_sae, HIST_BINS).cpu(),
-                        fire_count.cpu(), act_sum.cpu(), max_act.cpu())
+                        fire_count.cpu(), act_sum.cpu(), max_act.cpu(), *_sparse(torch.cat([top_c, s_c], 1)),
+                        **_weight_tables(lm.model, sae, hook, job))
 
 
 def _stop_layer(hook: str) -> int | None:
-    import re
-
     m = re.match(r"blocks\.(\d+)\.", hook)
     return int(m.group(1)) + 1 if m else None
 
@@ -201,9 +314,9 @@ def load_index(sae_dir: Path, corpus_name: str, identity: dict) -> FeatureIndex 
         meta = json.loads(meta_path.read_text())
         if meta.get("version") != INDEX_VERSION or any(meta.get(k) != v for k, v in identity.items()):
             return None
+        if meta.get("context") != [CONTEXT_BEFORE, CONTEXT_AFTER]:
+            return None  # contexts cut to another width than pages show
         t = load_file(str(data_path))
-        return FeatureIndex(meta, t["top_values"], t["top_windows"], t["top_positions"], t["sample_values"],
-                            t["sample_windows"], t["sample_positions"], t["hist"], t["fire_count"],
-                            t["act_sum"], t["max_act"])
+        return FeatureIndex(meta, **{f.name: t[f.name] for f in fields(FeatureIndex) if f.name != "meta"})
     except Exception:  # a damaged index is rebuilt, not shown
         return None

@@ -5,18 +5,24 @@ live activations on typed text, and searches over features.
 server and (through the server) the Inspector pane all read features through it.
 
 Notes
-- Example windows are re-run through model and SAE when a page is asked for
-  (k windows, a few milliseconds), so the index stores no per-token activations.
+- A page is read from the index alone: it stores each example's activations around
+  its maximum, logit effects and neighbours (`engine.index`), so no window goes
+  through the model again (that re-run was nearly all of a page's time) and no
+  product over the weights runs per page.
 - Logit effects use the direct path: the decoder direction times the unembedding
   (through the MLP's W_out first for `mlp.hook_post` SAEs), without the final
-  LayerNorm's scale, which is the usual reading in SAE dashboards.
+  LayerNorm's scale, which is the usual reading in SAE dashboards. The index keeps
+  each feature's strongest ones and its nearest neighbours; a token search computes
+  one token's column (never the [d_sae, d_vocab] matrix, hundreds of MB for a
+  large vocabulary).
 - `description` is the few tokens most often at the maximum of the top examples:
-  the short label the ablation tree shows beside a feature.
+  the short label the ablation tree and search results show beside a feature.
+  `SaeView.description` reads those tokens from the index's top windows and
+  positions (no activations needed), once per feature.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -24,10 +30,11 @@ from typing import Callable
 import torch
 
 from engine.errors import UserError
-from engine.index import FeatureIndex, build_index, load_index, sae_identity, save_index
+from engine.index import (CONTEXT_AFTER, CONTEXT_BEFORE, LOGITS_KEPT, NEIGHBOURS_KEPT, FeatureIndex, build_index,
+                          load_index, logit_path, sae_identity, save_index)
 
 DEFAULT_INDEX_TOKENS = 1 << 20
-CONTEXT_BEFORE, CONTEXT_AFTER = 20, 6
+DESCRIBE_TOP = 10  # top examples a description is drawn from (a page's default)
 
 
 class SaeView:
@@ -55,7 +62,7 @@ class SaeView:
         if self.index is not None and (self.index.meta["windows"], self.index.meta["n_ctx"]) != tuple(self.windows.shape):
             self.index = None  # built over other windows: rebuilt on demand
         self._vocab: list[str] | None = None
-        self._logit_matrix: torch.Tensor | None = None
+        self._descriptions: dict[int, str] = {}
         self._dead: dict | None = None
 
     @property
@@ -72,7 +79,7 @@ class SaeView:
             index = build_index(self.lm, self.sae, self.hook, self.windows, self.identity,
                                 job=job, progress=progress, check=check)
             save_index(index, self.dir, self.corpus.name)
-            self.index = index
+            self.index, self._descriptions = index, {}
         return self.index
 
     # ---- the dead fraction ------------------------------------------------------------
@@ -126,75 +133,127 @@ class SaeView:
         acts[:, 0] = 0  # BOS: not what the SAE was trained on
         return acts.cpu()
 
+    def _example(self, window: int, pos: int, value: float, acts: list[float]) -> dict:
+        """One example as a page shows it: the window's tokens around its maximum at
+        `pos` (`_span`) and `acts`, the feature's activations on those tokens."""
+        row = self.windows[window]
+        lo, hi = _span(pos, len(row))
+        vocab = self.vocab()
+        return {"window": window, "max": value, "position": pos - lo,
+                "tokens": [vocab[i] for i in row[lo:hi].tolist()],
+                "acts": [round(a, 4) for a in acts]}
+
     def _examples(self, feature: int, windows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
                   limit: int) -> list[dict]:
+        """Examples for any windows, their activations computed by running them through
+        model and SAE (pages and descriptions read the index instead: `top_examples`)."""
         keep = windows >= 0
         windows, positions, values = windows[keep][:limit], positions[keep][:limit], values[keep][:limit]
         if len(windows) == 0:
             return []
-        rows = self.windows[windows]
-        acts = self._acts(rows)[:, :, feature]
-        vocab = self.vocab()
+        acts = self._acts(self.windows[windows])[:, :, feature]
         out = []
-        for row, act, pos, value, w in zip(rows, acts, positions.tolist(), values.tolist(), windows.tolist()):
-            lo, hi = max(1, pos - CONTEXT_BEFORE), min(len(row), pos + CONTEXT_AFTER + 1)
-            out.append({"window": w, "max": value, "position": pos - lo,
-                        "tokens": [vocab[i] for i in row[lo:hi].tolist()],
-                        "acts": [round(a, 4) for a in act[lo:hi].tolist()]})
+        for act, pos, value, w in zip(acts, positions.tolist(), values.tolist(), windows.tolist()):
+            lo, hi = _span(pos, len(act))
+            out.append(self._example(w, pos, value, act[lo:hi].tolist()))
         return out
 
-    # ---- the page --------------------------------------------------------------
-    def feature_page(self, feature: int, top: int = 10, n_logits: int = 10, n_neighbours: int = 8) -> dict:
+    def _stored_examples(self, windows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
+                         contexts: torch.Tensor, limit: int) -> list[dict]:
+        """Examples from one of the index's lists, with the activations it stored around
+        each maximum (`contexts`: [slots, CONTEXT], column j at position max-CONTEXT_BEFORE+j)."""
+        keep = windows >= 0
+        windows, positions, values, contexts = (t[keep][:limit] for t in (windows, positions, values, contexts))
+        out = []
+        for w, pos, value, context in zip(windows.tolist(), positions.tolist(), values.tolist(), contexts):
+            lo, hi = _span(pos, self.windows.shape[1])
+            start = pos - CONTEXT_BEFORE  # the position of the context's column 0
+            out.append(self._example(w, pos, value, context[lo - start:hi - start].tolist()))
+        return out
+
+    def top_examples(self, feature: int, n: int = DESCRIBE_TOP) -> list[dict]:
+        """The feature's `n` strongest examples, read from the index (no model pass)."""
         self.check_feature(feature)
         idx = self._require_index()
-        examples = self._examples(feature, idx.top_windows[feature], idx.top_positions[feature],
-                                  idx.top_values[feature], top)
+        return self._stored_examples(idx.top_windows[feature], idx.top_positions[feature],
+                                     idx.top_values[feature], idx.contexts(feature)[0], n)
+
+    def description(self, feature: int) -> str:
+        """The feature's short description, `describe` of its top `DESCRIBE_TOP` examples
+        ('' without an index). Only the tokens at their maxima count, so it is read
+        from the index's windows and positions, and kept: O(1) after the first call."""
+        if self.index is None:
+            return ""
+        if feature not in self._descriptions:
+            idx = self.index
+            windows, positions = idx.top_windows[feature], idx.top_positions[feature]
+            keep = windows >= 0
+            peaks = self.windows[windows[keep][:DESCRIBE_TOP], positions[keep][:DESCRIBE_TOP]].tolist()
+            vocab = self.vocab()
+            self._descriptions[feature] = describe_tokens([vocab[t] for t in peaks])
+        return self._descriptions[feature]
+
+    # ---- the page --------------------------------------------------------------
+    def feature_page(self, feature: int, top: int = 10, n_logits: int = LOGITS_KEPT,
+                     n_neighbours: int = NEIGHBOURS_KEPT) -> dict:
+        """Everything the Inspector shows for a feature, from the index, the SAE's decoder
+        and the unembedding: no model pass."""
+        self.check_feature(feature)
+        idx = self._require_index()
+        top_contexts, sample_contexts = idx.contexts(feature)
+        examples = self._stored_examples(idx.top_windows[feature], idx.top_positions[feature],
+                                         idx.top_values[feature], top_contexts, top)
         seen = {e["window"] for e in examples}
-        sample_order = idx.sample_values[feature].argsort(descending=True)
-        sw, sp, sv = (t[feature][sample_order] for t in (idx.sample_windows, idx.sample_positions, idx.sample_values))
+        order = idx.sample_values[feature].argsort(descending=True)
+        sw, sp, sv = (t[feature][order] for t in (idx.sample_windows, idx.sample_positions, idx.sample_values))
         fresh = torch.tensor([w not in seen for w in sw.tolist()], dtype=torch.bool)
-        samples = self._examples(feature, sw[fresh], sp[fresh], sv[fresh], max(3, top // 2))
-        counts = idx.hist[feature].tolist()
+        samples = self._stored_examples(sw[fresh], sp[fresh], sv[fresh], sample_contexts[order][fresh],
+                                        max(3, top // 2))
+        fire_count = int(idx.fire_count[feature])
         return {
             "sae": str(self.dir), "hook": self.hook, "feature": feature, "d_sae": self.d_sae,
-            "density": float(idx.density[feature]), "fire_count": int(idx.fire_count[feature]),
-            "max_activation": float(idx.max_act[feature]), "mean_activation": float(idx.mean_act[feature]),
+            "density": fire_count / idx.meta["tokens"], "fire_count": fire_count,
+            "max_activation": float(idx.max_act[feature]),
+            "mean_activation": float(idx.act_sum[feature]) / max(1, fire_count),
             "index_tokens": idx.meta["tokens"],
             "description": describe(examples),
             "examples": examples, "samples": samples,
-            "histogram": {"edges": idx.meta["hist_edges"], "counts": counts},
+            "histogram": {"edges": idx.meta["hist_edges"], "counts": idx.hist[feature].tolist()},
             "logits": self.logit_effects(feature, n_logits),
             "neighbours": self.neighbours(feature, n_neighbours),
         }
 
-    def _logits(self) -> torch.Tensor | None:
-        """[S, d_vocab] direct-path logit effect of each feature's decoder direction."""
-        if self._logit_matrix is None:
-            m = self.lm.model
-            W_dec = self.sae.W_dec.detach().float()
-            if W_dec.shape[1] == m.cfg.d_model and re.search(r"hook_(resid_\w+|mlp_out|attn_out)$", self.hook):
-                self._logit_matrix = W_dec @ m.W_U.float()
-            elif (mm := re.match(r"blocks\.(\d+)\.mlp\.hook_post$", self.hook)):
-                self._logit_matrix = W_dec @ m.blocks[int(mm.group(1))].mlp.W_out.float() @ m.W_U.float()
-        return self._logit_matrix
-
-    @torch.no_grad()
-    def logit_effects(self, feature: int, n: int = 10) -> dict:
-        L = self._logits()
-        if L is None:
+    def logit_effects(self, feature: int, n: int = LOGITS_KEPT) -> dict:
+        """The feature's `n` (at most `LOGITS_KEPT`) strongest direct-path logit effects
+        each way, from the index."""
+        idx = self._require_index()
+        if idx.logit_top_ids.shape[1] == 0:
             return {"top": [], "bottom": [], "note": f"no direct path to the logits from {self.hook}"}
-        row, vocab = L[feature], self.vocab()
-        top, bottom = row.topk(n), row.topk(n, largest=False)
-        return {"top": [{"token": vocab[i], "id": i, "value": v} for v, i in zip(top.values.tolist(), top.indices.tolist())],
-                "bottom": [{"token": vocab[i], "id": i, "value": v} for v, i in zip(bottom.values.tolist(), bottom.indices.tolist())]}
+        vocab = self.vocab()
+
+        def effects(ids: torch.Tensor, values: torch.Tensor) -> list[dict]:
+            return [{"token": vocab[i], "id": i, "value": v} for i, v in zip(ids[:n].tolist(), values[:n].tolist())]
+
+        return {"top": effects(idx.logit_top_ids[feature], idx.logit_top_values[feature]),
+                "bottom": effects(idx.logit_bottom_ids[feature], idx.logit_bottom_values[feature])}
 
     @torch.no_grad()
-    def neighbours(self, feature: int, n: int = 8) -> list[dict]:
-        W = torch.nn.functional.normalize(self.sae.W_dec.detach().float(), dim=-1)
-        cos = W @ W[feature]
-        cos[feature] = -2
-        v = cos.topk(min(n, self.d_sae - 1))
-        return [{"feature": i, "cosine": c} for c, i in zip(v.values.tolist(), v.indices.tolist())]
+    def _token_effects(self, token: int) -> torch.Tensor:
+        """[S]: every feature's direct-path logit effect on one token."""
+        path = logit_path(self.lm.model, self.sae, self.hook)
+        if path is None:
+            raise UserError(f"features of {self.hook} have no direct path to the logits")
+        column = path[-1][:, token].float()
+        for matrix in reversed(path[:-1]):
+            column = matrix.float() @ column
+        return self.sae.W_dec.detach().float() @ column
+
+    def neighbours(self, feature: int, n: int = NEIGHBOURS_KEPT) -> list[dict]:
+        """The `n` (at most `NEIGHBOURS_KEPT`) features whose decoder directions are
+        nearest the feature's by cosine, from the index."""
+        idx = self._require_index()
+        return [{"feature": f, "cosine": c}
+                for f, c in zip(idx.neighbour_ids[feature, :n].tolist(), idx.neighbour_cosines[feature, :n].tolist())]
 
     # ---- live activations and search -----------------------------------------------
     @torch.no_grad()
@@ -216,16 +275,17 @@ class SaeView:
                                "position": int(strongest.indices[f]) - 1} for f in order if strongest.values[f] > 0]}
 
     def search(self, kind: str, query: str = "", n: int = 20) -> list[dict]:
+        """Features found by `kind` (text, token, densest, dead), each with its description."""
+        return [{**hit, "description": self.description(hit["feature"])} for hit in self._search(kind, query, n)]
+
+    def _search(self, kind: str, query: str, n: int) -> list[dict]:
         if kind == "text":
             return self.live(query)["strongest"][:n]
         if kind == "token":
-            L = self._logits()
-            if L is None:
-                raise UserError(f"features of {self.hook} have no direct path to the logits")
             ids = self.lm.tokenizer(query, add_special_tokens=False)["input_ids"]
             if len(ids) != 1:
                 raise UserError(f"{query!r} is {len(ids)} tokens; give exactly one token")
-            v = L[:, ids[0]].topk(n)
+            v = self._token_effects(ids[0]).topk(min(n, self.d_sae))
             return [{"feature": int(f), "value": float(x)} for x, f in zip(v.values, v.indices)]
         idx = self._require_index()
         if kind == "densest":
@@ -255,10 +315,20 @@ def saved_dead(sae_dir: Path, default_ctx: int) -> dict | None:
     return {"dead_fraction": float(frac), "dead_tokens": n, "dead_context": ctx, "source": "eval.json"}
 
 
+def _span(pos: int, length: int) -> tuple[int, int]:
+    """The window positions `[lo, hi)` an example shows around its maximum at `pos`
+    (never the BOS at 0)."""
+    return max(1, pos - CONTEXT_BEFORE), min(length, pos + CONTEXT_AFTER + 1)
+
+
 def describe(examples: list[dict], n: int = 3) -> str:
     """The tokens most often at the maximum of the top examples, e.g. `' self' '(' ':'`."""
-    counts = Counter(e["tokens"][e["position"]] for e in examples)
-    return " ".join(repr(t) for t, _ in counts.most_common(n))
+    return describe_tokens([e["tokens"][e["position"]] for e in examples], n)
+
+
+def describe_tokens(peaks: list[str], n: int = 3) -> str:
+    """`describe` from the tokens at the examples' maxima alone."""
+    return " ".join(repr(t) for t, _ in Counter(peaks).most_common(n))
 
 
 def top_token_concentration(examples: list[dict]) -> float:

@@ -1,10 +1,9 @@
 """Feature indexing throughput against the bare model-forward + SAE-encode cost on the
-same tokens, peak memory at two corpus sizes, and the engine's latency for a feature
-page (issue: feature inspector).
+same tokens, and peak memory at two corpus sizes (issue: feature inspector). A feature
+page's latency: `test_bench_page.py`.
 """
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -62,22 +61,3 @@ def test_index_throughput_and_memory(report):
                      "bare_forward_plus_encode_tokens_per_s": round(bare),
                      "index_vs_bare": round(small["tokens_per_s"] / bare, 3)})
 
-
-def test_feature_page_latency(report):
-    from tests.engine.engine_proc import EngineProcess
-
-    engine = EngineProcess()
-    engine.request("load", "model.load")
-    engine.reply("load", timeout=120)
-    engine.request("open", "sae.open", path=SAE)
-    d_sae = engine.reply("open", timeout=600)[0]["result"]["d_sae"]
-    samples = []
-    for i in range(60):
-        t0 = time.perf_counter()
-        engine.request(f"p{i}", "feature.page", path=SAE, feature=(i * 37) % d_sae, top=10)
-        reply, _ = engine.reply(f"p{i}")
-        samples.append((time.perf_counter() - t0) * 1000)
-        assert reply["status"] == "ok", reply
-    engine.close()
-    s = sorted(samples[5:])
-    report("feature_page", {"median_ms": round(statistics.median(s), 1), "p95_ms": round(s[int(0.95 * (len(s) - 1))], 1)})

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.index import HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN, load_index
-from engine.inspect import SaeView
+from engine.index import CONTEXT, CONTEXT_AFTER, CONTEXT_BEFORE, HIST_BINS, HIST_LOG10_MAX, HIST_LOG10_MIN, load_index
+from engine.inspect import SaeView, describe
 
 HOOK = "blocks.0.hook_mlp_out"
 N_WINDOWS = 48
@@ -106,6 +106,79 @@ def test_page_logits_neighbours_and_live(view, default_model):
     assert top["max"] == pytest.approx(acts.max().item(), rel=1e-5)
 
 
+def rerun_examples(view, brute, f, windows, positions, values, limit) -> list[dict]:
+    """Examples the way pages made them before the index stored their contexts: the
+    activations from running the windows through model and SAE (`brute`)."""
+    vocab, n_ctx = view.vocab(), view.windows.shape[1]
+    keep = windows >= 0
+    out = []
+    for w, p, v in zip(windows[keep][:limit].tolist(), positions[keep][:limit].tolist(), values[keep][:limit].tolist()):
+        lo, hi = max(1, p - CONTEXT_BEFORE), min(n_ctx, p + CONTEXT_AFTER + 1)
+        out.append({"window": w, "max": v, "position": p - lo,
+                    "tokens": [vocab[t] for t in view.windows[w, lo:hi].tolist()],
+                    "acts": brute[w, lo - 1:hi - 1, f].tolist()})  # brute leaves BOS out
+    return out
+
+
+def assert_same_examples(got: list[dict], expected: list[dict]) -> None:
+    assert [{**e, "acts": None} for e in got] == [{**e, "acts": None} for e in expected]
+    for g, e in zip(got, expected):  # the batch a window ran in moves the last float bits
+        assert g["acts"] == pytest.approx(e["acts"], abs=1.5e-4, rel=1e-5)
+
+
+def test_page_from_the_index_equals_a_page_from_rerun_windows(view, brute):
+    """Pages read stored contexts, logit effects and neighbours; the same page made by
+    running its example windows through model and SAE and its products over the
+    weights (as pages were made before) shows the same."""
+    idx = view.index
+    near_start = int(idx.top_positions[:, 0].argmin())  # a maximum within CONTEXT_BEFORE of BOS
+    near_end = int(idx.top_positions[:, 0].argmax())
+    assert idx.top_positions[near_start, 0] <= CONTEXT_BEFORE and idx.top_positions[near_end, 0] > 127 - CONTEXT_AFTER
+    features = {near_start, near_end, *idx.fire_count.topk(3).indices.tolist(), *range(4, view.d_sae, 19)}
+    for f in sorted(features):
+        for top in (10, 4):
+            page = view.feature_page(f, top=top)
+            examples = rerun_examples(view, brute, f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], top)
+            assert_same_examples(page["examples"], examples)
+            seen = {e["window"] for e in examples}
+            order = idx.sample_values[f].argsort(descending=True)
+            sw, sp, sv = (t[f][order] for t in (idx.sample_windows, idx.sample_positions, idx.sample_values))
+            fresh = torch.tensor([w not in seen for w in sw.tolist()], dtype=torch.bool)
+            samples = rerun_examples(view, brute, f, sw[fresh], sp[fresh], sv[fresh], max(3, top // 2))
+            assert_same_examples(page["samples"], samples)
+            assert page["description"] == describe(examples)
+        logits = view.sae.W_dec[f].detach() @ view.lm.model.W_U  # as pages computed them before
+        for side, expected in (("top", logits.topk(10)), ("bottom", logits.topk(10, largest=False))):
+            got = page["logits"][side]
+            assert [e["id"] for e in got] == expected.indices.tolist()
+            assert [e["value"] for e in got] == pytest.approx(expected.values.tolist(), rel=1e-5, abs=1e-6)
+        W = torch.nn.functional.normalize(view.sae.W_dec.detach(), dim=-1)
+        cos = W @ W[f]
+        cos[f] = -2
+        near = cos.topk(8)
+        assert [n["feature"] for n in page["neighbours"]] == near.indices.tolist()
+        assert [n["cosine"] for n in page["neighbours"]] == pytest.approx(near.values.tolist(), abs=1e-6)
+
+
+def test_descriptions_and_search_hits(view, brute):
+    """`description` (what trees and search results show) is `describe` of the top 10
+    examples, without a model pass; every search hit carries it."""
+    import msgspec
+
+    from engine.protocol import SearchResults
+
+    idx = view.index
+    for f in range(view.d_sae):
+        top10 = rerun_examples(view, brute, f, idx.top_windows[f], idx.top_positions[f], idx.top_values[f], 10)
+        assert view.description(f) == describe(top10), f
+        assert [e["window"] for e in view.top_examples(f)] == [e["window"] for e in top10]
+    assert view.description(0) == ""  # never fires: no examples
+    for kind, query in (("densest", ""), ("dead", ""), ("token", " self"), ("text", "def __init__(self, x):")):
+        hits = msgspec.convert({"results": view.search(kind, query, n=6)}, SearchResults).results
+        assert hits and all(h.description == view.description(h.feature) for h in hits), kind
+    assert any(h.description for h in msgspec.convert({"results": view.search("densest", n=6)}, SearchResults).results)
+
+
 def test_search(view, brute):
     counts = (brute > 0).sum((0, 1))
     densest = view.search("densest", n=3)
@@ -145,8 +218,10 @@ def test_stale_index_is_never_used(view):
 
 
 def test_memory_is_bounded_by_features_times_k(view):
-    sizes = {k: v.numel() for k, v in view.index.tensors().items()}
-    assert max(sizes.values()) <= view.d_sae * HIST_BINS  # nothing grows with tokens
+    idx = view.index
+    slots = idx.meta["k"] + idx.meta["samples"]
+    sizes = {k: v.numel() for k, v in idx.tensors().items()}
+    assert max(sizes.values()) <= view.d_sae * max(HIST_BINS, slots * CONTEXT + 1)  # nothing grows with tokens
 
 
 MEMORY_RUN = """
