@@ -9,7 +9,7 @@ eviction is invisible to the client except in time.
 
 Notes
 - Sizes are the bytes of the tensors an item holds itself (deduplicated by
-  storage): an SAE's parameters, its index, its corpus windows, its logit matrix;
+  storage): an SAE's parameters, its index (with its stored example activations), its corpus windows;
   a tree's clean run and site means. The model and the tokenizer are not counted:
   the budget is for what requests open on top of the model.
 - A tree holds its SAEs' views, so it depends on them: evicting a view evicts the
@@ -76,7 +76,7 @@ def tensor_bytes(tensors: Iterable) -> int:
 
 
 def view_bytes(view) -> int:
-    """What an `engine.inspect.SaeView` holds: SAE, index, windows, logit matrix, vocabulary."""
+    """What an `engine.inspect.SaeView` holds: SAE, index, windows, vocabulary."""
     tensors = [*view.sae.parameters(), *view.sae.buffers(), view.windows, getattr(view, "_logit_matrix", None)]
     if view.index is not None:
         tensors += list(view.index.tensors().values())
