@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	.venv/bin/saescope
 
+# Two workers (the machine's two cores): most tests wait on processes, models and
+# terminals. A file's tests share a worker (its module fixtures are built once).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -s tests/bench
