@@ -175,7 +175,8 @@ class SaescopeApp(App[None]):
             for b in type(widget).BINDINGS:
                 if b.id and b.description:
                     label = b.tooltip or b.description
-                    out.append((f"{title}: {label}", f"pane_action('{pane}', {b.action!r})", f"key {b.key}"))
+                    keys = ", ".join(self.get_key_display(Binding(k, "")) for k in b.key.split(","))
+                    out.append((f"{title}: {label}", f"pane_action('{pane}', {b.action!r})", f"key {keys}"))
         return out
 
     async def action_pane_action(self, pane: str, action: str) -> None:

@@ -291,7 +291,10 @@ class AblationController:
             result = await self.link.run("tree.ablate", {"tree": s.name, "site": site, "features": list(features),
                                                          "mode": s.mode}, needs_model=True)
         except EngineError as e:
-            if s is self.state:
+            if s is self.state and s.ablated == (site, features):
+                # nothing stale on screen: no down tree or prediction of another set
+                s.down, self.prediction, self.direction = None, None, "up"
+                self.post(TreeShown())
                 self.post(Status(str(e), error=True))
             return
         if s is self.state and s.ablated == (site, features):
