@@ -371,7 +371,7 @@ def recipe_default_model(
 
 @recipe_app.command("default-saes", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def recipe_default_saes(ctx: typer.Context) -> None:
-    """Retrain the six default SAEs under weights/saes/ (see engine/recipes/default_saes.py)."""
+    """Retrain the default SAEs under weights/saes/ (see engine/recipes/default_saes.py)."""
     quiet_libraries()
     from engine.recipes import default_saes
 

@@ -1,7 +1,7 @@
 """Recipe for the embedded default SAEs on `mini-gelu-1l` (under `weights/saes/`).
 
 Run `saescope recipe default-saes` (or `python -m engine.recipes.default_saes`).
-All six SAEs train side by side from one model pass, so the recipe costs about
+All the SAEs train side by side from one model pass, so the recipe costs about
 one run's model time plus six SAEs' optimiser time.
 
 The set:
@@ -9,7 +9,11 @@ The set:
   circuit analysis;
 - `mlp_out-{relu,jumprelu,topk,batchtopk}`: `blocks.0.hook_mlp_out`, the
   downstream site, in each architecture, for comparisons;
-- `mlp_out-topk-s1`: a second seed of `mlp_out-topk`, for seed comparisons.
+- `mlp_out-topk-s1`: a second seed of `mlp_out-topk`, for seed comparisons;
+- `resid_pre-topk`, `attn_out-topk`, `mlp_out-topk-2k`: the circuit sites
+  (`saescope circuit`): the embedding, attention's and the MLP's outputs, whose sum
+  is the whole residual stream the unembedding reads. Twice as wide (d_sae 2048) for
+  a smaller error term, since a feature-only circuit mean-ablates the error terms.
 
 Notes
 - Each folder is a finished saescope run: sae_lens's `cfg.json` and
@@ -32,6 +36,7 @@ from engine.train.config import TrainConfig
 
 SAES_DIR = WEIGHTS_DIR / "saes"
 MID, OUT = "blocks.0.hook_resid_mid", "blocks.0.hook_mlp_out"
+PRE, ATTN = "blocks.0.hook_resid_pre", "blocks.0.hook_attn_out"
 
 
 def default_runs(tokens: int, d_sae: int) -> dict[str, TrainConfig]:
@@ -44,6 +49,9 @@ def default_runs(tokens: int, d_sae: int) -> dict[str, TrainConfig]:
         "mlp_out-topk": replace(base, arch="topk"),
         "mlp_out-topk-s1": replace(base, arch="topk", seed=1),
         "mlp_out-batchtopk": replace(base, arch="batchtopk"),
+        "resid_pre-topk": replace(base, hook=PRE, arch="topk", d_sae=2 * d_sae),
+        "attn_out-topk": replace(base, hook=ATTN, arch="topk", d_sae=2 * d_sae),
+        "mlp_out-topk-2k": replace(base, arch="topk", d_sae=2 * d_sae),
     }
 
 
