@@ -328,6 +328,72 @@ def ablate(
     Console().print(render_uninterpretable(result) if uninterpretable else render_tree(result))
 
 
+@app.command()
+def circuit(
+    task: str = typer.Option(..., "--task", help="A JSON-lines task file, or a shipped task: was_were, close_paren, from_import."),
+    sae: list[str] = typer.Option(..., "--sae", help="An SAE site (folder); repeat, upstream first."),
+    method: Optional[str] = typer.Option(None, "--method", help="attribution (default) or ig (integrated gradients)."),
+    ig_steps: Optional[int] = typer.Option(None, "--ig-steps", help="Integrated-gradient steps (default 10)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep nodes with |effect| above it (default: the smallest swept circuit with faithfulness 0.8)."),
+    edge_threshold: Optional[float] = typer.Option(None, "--edge-threshold", help="Keep edges with |effect| above it (default: a quarter of the node threshold)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Also sweep thresholds: faithfulness and completeness against circuit size (always without --threshold)."),
+    features_only: bool = typer.Option(False, "--features-only", help="Leave error nodes out of the circuit."),
+    per_position: bool = typer.Option(False, "--per-position", help="Nodes per (feature, position) instead of summed over positions."),
+    patch_state: Optional[str] = typer.Option(None, "--patch-state", help="Single-prompt tasks: mean (default) or zero."),
+    max_nodes: Optional[int] = typer.Option(None, "--max-nodes", help="The sweep's largest circuit (default 2000)."),
+    verify: int = typer.Option(0, "--verify", help="Also measure the N largest nodes and edges exactly, by ablation."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAEs name)."),
+    context: Optional[int] = ContextOpt,
+    corpus: Optional[str] = CorpusOpt,
+    device: str = DeviceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Find the SAE features that carry a task's behaviour, as a circuit, and measure its faithfulness."""
+    quiet_libraries()
+    import msgspec
+
+    from engine.circuits.discover import find_circuit
+    from engine.circuits.tasks import load_task
+    from engine.cli_progress import cli_job
+    from engine.inspect import open_view
+    from engine.models import load_model
+    from engine.protocol import CircuitFindParams
+    from engine.saes import load_sae, model_spec_for
+
+    given = {"method": method, "ig_steps": ig_steps, "threshold": threshold, "edge_threshold": edge_threshold,
+             "patch_state": patch_state, "max_nodes": max_nodes, "context": context}
+    try:
+        params = msgspec.convert({"task": task, "saes": sae, "sweep": sweep, "errors": not features_only,
+                                  "per_position": per_position, **{k: v for k, v in given.items() if v is not None}},
+                                 CircuitFindParams)
+    except msgspec.ValidationError as e:
+        fail(f"bad option: {e}")
+    try:
+        lm = load_model(model or model_spec_for(load_sae(sae[0])), device)
+        the_task = load_task(task, lm)
+        views = [open_view(p, corpus=corpus, lm=lm, context=context) for p in sae]
+        with cli_job(as_json, "circuit") as job:
+            builder, found = find_circuit(lm, views, sae, the_task, params, job)
+            checked = None
+            if verify:
+                checked = builder.verify([n.id for n in found.nodes[:verify]],
+                                         [[e.source, e.target] for e in
+                                          sorted(found.edges, key=lambda e: -abs(e.effect))[:verify]], job)
+    except UserError as e:
+        fail(str(e))
+    if as_json:
+        out = msgspec.to_builtins(found)
+        if checked is not None:
+            out["verified"] = msgspec.to_builtins(checked)
+        typer.echo(json.dumps(out))
+        return
+    from rich.console import Console
+
+    from engine.render import render_circuit
+
+    Console().print(render_circuit(found, checked))
+
+
 @engine_app.command("serve")
 def engine_serve(
     stdio: bool = typer.Option(False, "--stdio", help="Speak the protocol on stdin/stdout."),

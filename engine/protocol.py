@@ -196,6 +196,47 @@ class TreeAblateParams(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["zero", "mean"] = "zero"
 
 
+class CircuitFindParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Find a circuit for a task through SAE sites (`saes`, upstream first) and evaluate it.
+
+    Without `threshold` the sweep runs and the circuit shown is the smallest on the
+    curve (with error nodes where `errors`) whose faithfulness reaches
+    `CIRCUIT_TARGET_FAITHFULNESS`, else the largest swept."""
+
+    task: str  # a JSON-lines file or a shipped task's name
+    saes: list[str]
+    circuit: str = "circuit"  # a name the client picks; later requests refer to it
+    method: Literal["attribution", "ig"] = "attribution"
+    ig_steps: int = 10
+    threshold: Optional[float] = None  # nodes with |effect| above it
+    edge_threshold: Optional[float] = None  # edges with |effect| above it (default: threshold / 4)
+    errors: bool = True  # error nodes may enter the circuit
+    per_position: bool = False  # nodes per (feature, position) instead of summed over positions
+    sweep: bool = False  # also the faithfulness/completeness curves (always without a threshold)
+    patch_state: Literal["mean", "zero"] = "mean"  # single-prompt tasks: the state nodes are patched to
+    max_nodes: int = 2000  # the sweep's largest circuit
+    points: int = 16  # circuits on the sweep's log grid
+    context: Optional[int] = None  # window length of the SAEs' indexes (descriptions)
+
+
+class CircuitThresholdParams(msgspec.Struct, forbid_unknown_fields=True):
+    """The open circuit at another threshold (nodes, edges, figures); its effects are kept."""
+
+    circuit: str
+    threshold: float
+    errors: Optional[bool] = None  # None: as the circuit was found
+    edge_threshold: Optional[float] = None
+
+
+class CircuitVerifyParams(msgspec.Struct, forbid_unknown_fields=True):
+    """Exact effects of nodes (ids as in `CircuitNode.id`) and edges ([source, target])
+    of an open circuit, by ablation, beside their estimates."""
+
+    circuit: str
+    nodes: list[str] = []
+    edges: list[list[str]] = []
+
+
 PARAMS: dict[str, type[msgspec.Struct]] = {
     "ping": NoParams,
     "model.info": NoParams,
@@ -219,6 +260,9 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "tree.expand": TreeNodeParams,
     "tree.check": TreeNodeParams,
     "tree.ablate": TreeAblateParams,
+    "circuit.find": CircuitFindParams,
+    "circuit.threshold": CircuitThresholdParams,
+    "circuit.verify": CircuitVerifyParams,
 }
 
 
@@ -484,6 +528,100 @@ class TreeAblated(Result):
     prediction: PredictionChange  # at the tree's position
 
 
+# ---- results of circuit methods -------------------------------------------------
+CIRCUIT_TARGET_FAITHFULNESS = 0.8  # the circuit `circuit.find` shows when no threshold is given
+CIRCUIT_METRIC_NODE = "metric"  # the id of the metric, the root every edge leads to
+
+
+class CircuitNode(msgspec.Struct, omit_defaults=True):
+    id: str  # "attn_out/417", per position "attn_out/417@5", an error term "attn_out/error"
+    site: str
+    site_index: int
+    effect: float  # on the metric, mean over the task's discovery examples
+    feature: Optional[int] = None  # None: the site's error term
+    position: Optional[int] = None  # prompt token index from 0; None: summed over positions
+    description: str = ""
+
+
+class CircuitEdge(msgspec.Struct):
+    source: str  # node ids; `target` may be CIRCUIT_METRIC_NODE
+    target: str
+    effect: float
+
+
+class CurvePoint(msgspec.Struct):
+    threshold: float
+    nodes: int
+    features: int  # nodes that are features (the rest are error terms)
+    faithfulness: float
+    completeness: float
+
+
+class CircuitFigures(msgspec.Struct):
+    """One circuit evaluated by ablation on the held-out examples (metric means)."""
+
+    threshold: float
+    nodes: int
+    features: int
+    m_model: float
+    m_empty: float
+    m_circuit: float
+    m_complement: float
+    faithfulness: float
+    completeness: float
+
+
+class CircuitCrossings(msgspec.Struct, frozen=True):
+    """The smallest swept circuit reaching faithfulness 0.5 and 0.8 (None: none did),
+    with error nodes and without."""
+
+    half: Optional[int] = None
+    most: Optional[int] = None
+    half_features: Optional[int] = None
+    most_features: Optional[int] = None
+
+
+class CircuitFound(Result):
+    circuit: str
+    task: str
+    method: str
+    metric: str  # what the metric is, in words
+    pairs: int  # discovery examples
+    held_out: int  # evaluation examples
+    tokens: list[str]  # the first clean prompt's tokens, without BOS
+    sites: list[SiteInfo]
+    errors: bool
+    per_position: bool
+    edge_threshold: float
+    nodes: list[CircuitNode]  # by |effect|, largest first
+    edges: list[CircuitEdge]
+    figures: CircuitFigures
+    curve: list[CurvePoint] = []  # with error nodes, by size (empty unless swept)
+    curve_features: list[CurvePoint] = []  # feature nodes only
+    crossings: CircuitCrossings = CircuitCrossings()
+    complete: bool = True  # False: a sweep cancelled partway; the curves hold what it finished
+
+
+class VerifiedNode(msgspec.Struct):
+    id: str
+    estimate: float
+    exact: float
+
+
+class VerifiedEdge(msgspec.Struct):
+    source: str
+    target: str
+    estimate: float
+    exact: float
+
+
+class CircuitVerified(Result):
+    nodes: list[VerifiedNode]
+    edges: list[VerifiedEdge]
+    spearman_nodes: Optional[float] = None  # rank agreement (None: fewer than 3 nodes)
+    spearman_edges: Optional[float] = None
+
+
 # ---- results of training methods ----------------------------------------------
 # The training configuration is defined here, once: the engine's `TrainConfig`
 # (engine/train/config.py) is this struct plus validation, and the TUI's form
@@ -715,6 +853,9 @@ RESULTS: dict[str, type[Result]] = {
     "train.scan": RunFolders,
     "train.list": TrainJobs,
     "train.stop": TrainStopping,
+    "circuit.find": CircuitFound,
+    "circuit.threshold": CircuitFound,
+    "circuit.verify": CircuitVerified,
 }
 
 _encoder = msgspec.json.Encoder()

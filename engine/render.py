@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.feature_text import node_label, shade, visible_token
-from engine.protocol import FeaturePage, TreeNode
+from engine.protocol import CircuitFound, CircuitVerified, FeaturePage, TreeNode
 
 
 def sparkline(counts: list[int]) -> str:
@@ -115,3 +115,57 @@ def render_uninterpretable(result: dict) -> Group:
                  table(f"important but not interpretable from their top token "
                        f"(share <= {result['max_concentration']:.0%})",
                        result["uninterpretable"]))
+
+
+def _fraction(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:.2f}"
+
+
+def render_circuit(found: CircuitFound, verified: CircuitVerified | None = None, top: int = 20) -> Group:
+    """`saescope circuit`: the figures, the curves, the largest nodes and edges."""
+    f = found.figures
+    sites = " → ".join(s.name for s in found.sites)
+    head = Text.assemble(
+        (f"{found.task}", "bold"), f"  {found.pairs} pairs found on, {found.held_out} held out · {found.method} · ",
+        f"metric {found.metric} · sites {sites}\n",
+        (f"circuit: {f.nodes} nodes ({f.features} features{'' if found.errors else ', no error nodes'}) "
+         f"at threshold {f.threshold:.4g}  ", "bold"),
+        f"faithfulness {_fraction(f.faithfulness)}  completeness {_fraction(f.completeness)}  "
+        f"(m: model {f.m_model:.3f}, empty {f.m_empty:.3f}, circuit {f.m_circuit:.3f}, rest {f.m_complement:.3f})")
+    parts: list = [head]
+    if not found.complete:
+        parts.append(Text("the sweep was cancelled: the curves hold the circuits it finished", "yellow"))
+    if found.curve or found.curve_features:
+        curve = Table("nodes", "faith.", "compl.", "│", "features only", "faith.", "compl.",
+                      title="faithfulness and completeness against circuit size (held-out pairs)")
+        rows = max(len(found.curve), len(found.curve_features))
+        for i in range(rows):
+            a = found.curve[i] if i < len(found.curve) else None
+            b = found.curve_features[i] if i < len(found.curve_features) else None
+            curve.add_row(*(("", "", "") if a is None else (str(a.nodes), _fraction(a.faithfulness),
+                                                              _fraction(a.completeness))), "│",
+                          *(("", "", "") if b is None else (str(b.nodes), _fraction(b.faithfulness),
+                                                              _fraction(b.completeness))))
+        parts.append(curve)
+        c = found.crossings
+        parts.append(Text(f"faithfulness 0.5 at {c.half or '—'} nodes, 0.8 at {c.most or '—'} nodes; "
+                          f"features only: 0.5 at {c.half_features or '—'}, 0.8 at {c.most_features or '—'}"))
+    nodes = Table("node", "effect", "description", title=f"largest nodes (of {len(found.nodes)})")
+    for n in found.nodes[:top]:
+        nodes.add_row(n.id, f"{n.effect:+.4f}", n.description or ("error term" if n.feature is None else ""))
+    parts.append(nodes)
+    edges = Table("from", "to", "effect", title=f"largest edges (of {len(found.edges)}, |effect| > "
+                                               f"{found.edge_threshold:.3g})")
+    for e in sorted(found.edges, key=lambda e: -abs(e.effect))[:top]:
+        edges.add_row(e.source, e.target, f"{e.effect:+.4f}")
+    parts.append(edges)
+    if verified is not None:
+        check = Table("node or edge", "estimate", "exact", title=(
+            f"exact effects by ablation (Spearman: nodes {_fraction(verified.spearman_nodes)}, "
+            f"edges {_fraction(verified.spearman_edges)})"))
+        for v in verified.nodes:
+            check.add_row(v.id, f"{v.estimate:+.4f}", f"{v.exact:+.4f}")
+        for v in verified.edges:
+            check.add_row(f"{v.source} → {v.target}", f"{v.estimate:+.4f}", f"{v.exact:+.4f}")
+        parts.append(check)
+    return Group(*parts)

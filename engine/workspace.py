@@ -120,6 +120,7 @@ class Workspace:
         self._open: collections.OrderedDict[Key, _Entry] = collections.OrderedDict()
         self._recipes: dict[Key, _Recipe] = {}
         self.tree_roots: dict[str, Any] = {}  # tree name -> its root node (plain data, kept on eviction)
+        self.circuit_sweeps: dict[str, Any] = {}  # circuit name -> its swept curves (kept on eviction)
         self.evictions = 0
 
     # ---- the model --------------------------------------------------------------------
@@ -137,6 +138,7 @@ class Workspace:
             self._open.clear()
             self._recipes.clear()
             self.tree_roots.clear()
+            self.circuit_sweeps.clear()
 
     # ---- open items -----------------------------------------------------------------------
     def known(self, key: Key) -> bool:

@@ -45,7 +45,7 @@ class NodeEffects:
         return self.features[0].dim() == 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class Node:
     site: int
     feature: int  # or ERROR
@@ -135,7 +135,7 @@ def edges(stack: SiteStack, tokens, metric: Metric, clean: list[SiteState], patc
                 job.check()
                 pos = d.positions(T)
                 weight = feature_grads[site][:, pos, d.feature].detach()
-                value = (weight * f_down[:, pos, d.feature]).sum() / B
+                value = (weight * f_down[:, pos, d.feature]).sum()  # summed over rows, like the metric
                 grads = torch.autograd.grad(value, flat, retain_graph=True, allow_unused=True)
                 grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, flat)]
                 for u in upstream:

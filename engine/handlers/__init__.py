@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine.handlers.circuits import circuit_find, circuit_threshold, circuit_verify
 from engine.handlers.basic import model_info, model_load, ping, predict, sleep, workspace
 from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
 from engine.handlers.training import train_follow, train_list, train_read, train_scan, train_start, train_stop
@@ -37,6 +38,9 @@ HANDLERS: dict[str, Callable] = {
     "tree.expand": tree_expand,
     "tree.check": tree_check,
     "tree.ablate": tree_ablate,
+    "circuit.find": circuit_find,
+    "circuit.threshold": circuit_threshold,
+    "circuit.verify": circuit_verify,
 }
 INLINE = {"ping", "model.info", "cancel", "jobs", "workspace"}
 CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})

@@ -10,10 +10,11 @@ The set:
 - `mlp_out-{relu,jumprelu,topk,batchtopk}`: `blocks.0.hook_mlp_out`, the
   downstream site, in each architecture, for comparisons;
 - `mlp_out-topk-s1`: a second seed of `mlp_out-topk`, for seed comparisons;
-- `resid_pre-topk`, `attn_out-topk`, `mlp_out-topk-2k`: the circuit sites
+- `resid_pre-topk`, `attn_out-topk`: with `mlp_out-topk`, the circuit sites
   (`saescope circuit`): the embedding, attention's and the MLP's outputs, whose sum
   is the whole residual stream the unembedding reads. Twice as wide (d_sae 2048) for
-  a smaller error term, since a feature-only circuit mean-ablates the error terms.
+  a smaller error term, since a feature-only circuit mean-ablates the error terms;
+  trained on 3/8 of the tokens (1.5M by default) to keep the recipe's time.
 
 Notes
 - Each folder is a finished saescope run: sae_lens's `cfg.json` and
@@ -49,9 +50,8 @@ def default_runs(tokens: int, d_sae: int) -> dict[str, TrainConfig]:
         "mlp_out-topk": replace(base, arch="topk"),
         "mlp_out-topk-s1": replace(base, arch="topk", seed=1),
         "mlp_out-batchtopk": replace(base, arch="batchtopk"),
-        "resid_pre-topk": replace(base, hook=PRE, arch="topk", d_sae=2 * d_sae),
-        "attn_out-topk": replace(base, hook=ATTN, arch="topk", d_sae=2 * d_sae),
-        "mlp_out-topk-2k": replace(base, arch="topk", d_sae=2 * d_sae),
+        "resid_pre-topk": replace(base, hook=PRE, arch="topk", d_sae=2 * d_sae, tokens=tokens * 3 // 8),
+        "attn_out-topk": replace(base, hook=ATTN, arch="topk", d_sae=2 * d_sae, tokens=tokens * 3 // 8),
     }
 
 
