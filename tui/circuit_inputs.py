@@ -17,10 +17,15 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import msgspec
+
+from engine.protocol import CircuitFindParams
 from tui.sae_paths import default_downstream, default_upstream, resolve_typed, saes_dir
 
 CIRCUIT_SITES = ("resid_pre-topk", "attn_out-topk", "mlp_out-topk")  # upstream first
 DEFAULT_TASK = "was_were"
+# the engine's own default, shown in the empty field (an empty field sends none)
+DEFAULT_POINTS = next(f.default for f in msgspec.structs.fields(CircuitFindParams) if f.name == "points")
 
 
 def tasks_dir() -> Path:

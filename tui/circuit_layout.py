@@ -3,9 +3,10 @@ plain data and rich text (no Textual): the circuit as a layered tree, its row la
 the summary line of its figures, and the step to the next point of the swept curve.
 
 The tree: the metric at the root; below it the nodes with an edge to the metric;
-each node's children are the nodes with an edge into it, nearest site first (so the
-sites run in reverse model order as you descend), then by |edge|. A row carries the
-edge into its parent, which is the number drawn beside the node's own effect.
+each node's children are the nodes with an edge into it (earlier sites: the sites
+run in reverse model order as you descend), the biggest |edge| first, so the
+strongest paths are on screen first. A row carries the edge into its parent, the
+number drawn beside the node's own effect.
 Nodes that no chain of edges connects to the metric are listed under a group row
 per site at the end, so every node of the circuit is on screen somewhere.
 
@@ -58,8 +59,8 @@ class CircuitLayout:
             source = self.nodes.get(e.source)
             if source is not None and (e.target in self.nodes or e.target == CIRCUIT_METRIC_NODE):
                 into.setdefault(e.target, []).append((e.effect, source))
-        for edges in into.values():  # nearest upstream site first, then the biggest edge
-            edges.sort(key=lambda pair: (-pair[1].site_index, -abs(pair[0]), pair[1].id))
+        for edges in into.values():  # the biggest edge first; ties: the nearer site
+            edges.sort(key=lambda pair: (-abs(pair[0]), -pair[1].site_index, pair[1].id))
         self._into = into
         reached = self._reached()
         self.unconnected = [n for n in found.nodes if n.id not in reached]
@@ -170,7 +171,7 @@ def metric_label(found: CircuitFound, complete: bool = True) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("metric ", style="dim")
     text.append(found.metric, style="bold")
-    text.append(f"  {found.task} · {found.pairs} pairs, {found.held_out} held out", style="dim")
+    text.append(f" · {found.pairs} pairs, {found.held_out} held out", style="dim")
     if not complete:
         text.append("  partial sweep", style="bold yellow")
     return text

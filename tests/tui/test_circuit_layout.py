@@ -1,6 +1,6 @@
 """The Circuit pane's torch-free parts on a constructed result (no engine, no screen):
-the layered tree (metric, nodes feeding it, upstream nodes by their edges, nearest
-site first; nodes without a path to the metric grouped by site), aligned labels,
+the layered tree (metric, nodes feeding it, upstream nodes by their edges, biggest
+first; nodes without a path to the metric grouped by site), aligned labels,
 the summary line, the curve plot with its marker, stepping along the sweep, and
 the typed task and sites."""
 
@@ -23,13 +23,13 @@ def ids(rows: list[Row]) -> list[str]:
 def test_tree_layers_from_the_metric_down_the_edges():
     layout = CircuitLayout(found())
     top = layout.children(layout.root)
-    # nearest site first (mlp_out, then attn_out), then by |edge|; the edgeless node last, in a group
+    # the biggest |edge| first; the edgeless node last, in a group
     assert ids(top) == ["mlp_out/812", "mlp_out/error", "attn_out/1453", "attn_out/230", "unconnected:mlp_out"]
     assert [r.edge for r in top[:4]] == [0.610, 0.301, 0.280, -0.150]
     assert all(r.parent == "metric" for r in top[:4])
     under = layout.children(top[0])
-    assert ids(under) == ["attn_out/1453", "attn_out/230", "resid_pre/77"]
-    assert [r.edge for r in under] == [0.322, -0.040, 0.118] and all(r.parent == "mlp_out/812" for r in under)
+    assert ids(under) == ["attn_out/1453", "resid_pre/77", "attn_out/230"]
+    assert [r.edge for r in under] == [0.322, 0.118, -0.040] and all(r.parent == "mlp_out/812" for r in under)
     assert ids(layout.children(under[0])) == ["resid_pre/77"]  # a node fed into two others appears under both
     assert not layout.has_children(layout.children(under[0])[0])  # the first site: nothing upstream
     assert not layout.has_children(top[1])  # an error term is a leaf

@@ -44,6 +44,8 @@ class CircuitShown(Message):
     """The circuit (or what is verified of it) changed: redraw; `note` to show."""
 
     note: str = ""
+    new: bool = False
+    """A search's result (not another threshold of the circuit shown)."""
 
 
 @dataclass
@@ -176,7 +178,7 @@ class CircuitController:
         self.wanted = (found.figures.threshold, found.errors)
         note = "" if found.complete else \
             f"The search was cancelled: {len(found.curve)} points of the sweep, the circuit shown is partial."
-        self.post(CircuitShown(note))
+        self.post(CircuitShown(note, new=True))
 
     def cancel(self) -> bool:
         """Stop the search under way (its partial sweep is still shown); False if none."""

@@ -1,8 +1,9 @@
 """The Circuit pane: find the circuit of SAE features behind a task, and explore it.
 
 Pick a task (a shipped task's name, or a JSON-lines file) and the SAE sites
-(upstream first), press Enter (or `f`): the engine sweeps thresholds and shows the
-smallest circuit that is faithful enough. `+`/`-` step along the sweep (the
+(upstream first), press Enter (or `f`): the engine sweeps thresholds (`points`
+circuits: fewer is faster, coarser) and shows the smallest circuit that is
+faithful enough. `+`/`-` step along the sweep (the
 circuit at the next higher / lower threshold), `e` puts error nodes in or out,
 `v` measures the selected node (and its edge) exactly, `i` opens the feature in
 the Inspector (the keys: BINDINGS, also in the help screen and the palette).
@@ -24,7 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static, Tabs
 
-from tui.circuit_inputs import DEFAULT_TASK, default_sites, shipped_tasks, task_param
+from tui.circuit_inputs import DEFAULT_POINTS, DEFAULT_TASK, default_sites, shipped_tasks, task_param
 from tui.circuit_layout import CircuitLayout, summary
 from tui.circuit_plot import curve_plot, legend
 from tui.controllers.circuit import CircuitController, CircuitShown, CircuitStatus
@@ -37,20 +38,24 @@ from tui.widgets.circuit_tree import CircuitTree
 from tui.widgets.plot_view import PlotView
 
 LEGEND = "row: effect on the metric · →edge into the row above · =exact (v verifies)"
-HINT = "Enter in the task field (or f) searches a circuit; s changes the sites, m the method"
+HINT = "Enter (or f) searches a circuit · s changes the sites · m the method"
+CIRCUIT_ACTIONS = ("step", "toggle_errors", "verify", "inspect")  # need a circuit
+# one footer entry and one help row for both directions
+THRESHOLD = Binding.Group("Threshold", compact=True)
 
 
 class CircuitPane(Vertical):
     BINDINGS = [
-        Binding("f", "find", "Find", id="circuit.find", tooltip="Search a circuit for the task through the sites"),
+        Binding("f", "find", "Find", id="circuit.find", show=False,
+                tooltip="Search a circuit for the task through the sites"),
         Binding("c", "cancel", "Cancel", id="circuit.cancel", show=False,
                 tooltip="Cancel the search (the sweep so far is shown, marked partial)"),
-        Binding("plus,right_square_bracket", "step(1)", "Threshold+", id="circuit.raise", key_display="+",
-                tooltip="Raise the threshold: the next smaller circuit of the sweep"),
-        Binding("minus,left_square_bracket", "step(-1)", "Threshold−", id="circuit.lower", key_display="-",
-                tooltip="Lower the threshold: the next larger circuit of the sweep"),
+        Binding("plus,right_square_bracket", "step(1)", "Raise threshold", id="circuit.raise", key_display="+",
+                tooltip="Raise the threshold: the next smaller circuit of the sweep", group=THRESHOLD),
+        Binding("minus,left_square_bracket", "step(-1)", "Lower threshold", id="circuit.lower", key_display="-",
+                tooltip="Lower the threshold: the next larger circuit of the sweep", group=THRESHOLD),
         Binding("e", "toggle_errors", "Errors", id="circuit.errors", tooltip="Error nodes in or out of the circuit"),
-        Binding("v", "verify", "Verify", id="circuit.verify",
+        Binding("v", "verify", "Verify", id="circuit.verify", show=False,  # the legend row names it
                 tooltip="Measure the selected node (and its edge) exactly, beside the estimate"),
         Binding("i,o", "inspect", "Inspect", id="circuit.inspect", tooltip="Open the selected feature in the Inspector"),
         Binding("m", "switch_method", "Method", id="circuit.method", show=False,
@@ -64,7 +69,8 @@ class CircuitPane(Vertical):
     CircuitPane { height: 1fr; }
     CircuitPane .row { height: 1; padding: 0 1; }
     CircuitPane .row Label { width: auto; color: $text-muted; }
-    CircuitPane #circuit-task { width: 24; }
+    CircuitPane #circuit-task { width: 20; }
+    CircuitPane #circuit-points { width: 5; }
     CircuitPane #circuit-method { width: auto; padding: 0 1; background: $boost; }
     CircuitPane #circuit-sites { width: 1fr; }
     CircuitPane #circuit-info { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
@@ -88,6 +94,8 @@ class CircuitPane(Vertical):
                         compact=True, suggester=SuggestFromList(shipped_tasks(), case_sensitive=True))
             yield Label("  method")
             yield Static(self.control.method, id="circuit-method")
+            yield Label("  points ")
+            yield Input(placeholder=str(DEFAULT_POINTS), id="circuit-points", type="integer", compact=True)
             yield Label("  (Enter searches)")
         with Horizontal(classes="row"):
             yield Label("sites ")
@@ -112,6 +120,12 @@ class CircuitPane(Vertical):
     def focus_content(self) -> None:
         (self.task_input if self.state is None else self.tree).focus()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The circuit's keys are in the footer once there is a circuit."""
+        if action in CIRCUIT_ACTIONS:
+            return self.state is not None
+        return True
+
     # ---- parts ------------------------------------------------------------------------
     @property
     def state(self):
@@ -135,6 +149,8 @@ class CircuitPane(Vertical):
         self.action_find()
 
     def action_find(self) -> None:
+        points = self.query_one("#circuit-points", Input).value.strip()
+        self.control.points = int(points) if points.isdigit() and int(points) > 0 else None
         task = task_param(self.task_input.value, self.link.target.on_this_machine)
         if self.control.find(task, self.sites) is None:
             self.task_input.focus()
@@ -161,10 +177,11 @@ class CircuitPane(Vertical):
     # ---- the controller's news --------------------------------------------------------------
     def on_circuit_shown(self, message: CircuitShown) -> None:
         self._draw()
+        self.refresh_bindings()
         self._info(message.note or LEGEND)
-        if message.note and not self.state.found.complete:
+        if message.new and not self.state.complete:
             self.app.notify(message.note, timeout=6)
-        if not self.tree.has_focus and not self.task_input.has_focus:
+        if message.new and not self.tree.has_focus:
             self.tree.focus()
 
     def on_circuit_status(self, message: CircuitStatus) -> None:

@@ -42,7 +42,8 @@ class CircuitTree(Tree[Row]):
     """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__("no circuit yet", **kwargs)
+        super().__init__(Text("no circuit yet", style="dim"), **kwargs)
+        self.root.allow_expand = False  # nothing under it until a circuit is shown
         self.guide_depth = 3
         self.layout_: CircuitLayout | None = None
         self.columns: Columns | None = None
@@ -58,6 +59,7 @@ class CircuitTree(Tree[Row]):
         self.columns = Columns.of(layout, self.guide_depth)
         self.clear()
         self.root.data = layout.root
+        self.root.allow_expand = True
         self._fill(self.root)
         self.root.expand()
         for chain in sorted(opened, key=len):
