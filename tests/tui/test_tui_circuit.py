@@ -55,9 +55,14 @@ def test_circuit_search_threshold_verify_inspect(make_app, model_loaded, wait_un
             await wait_until(pilot, lambda: info.has_class("-error"), 30, "the error")
             assert "no_such_task" in shown(pane, "#circuit-info") and pane.state is None
 
+            # the search runs while the user is elsewhere: its end does not take their focus
             pane.task_input.value = "was_were"
-            await pilot.press("enter")
+            await pilot.press("enter", "f2")
+            prompt = app.focused
             await wait_until(pilot, lambda: pane.state is not None, 90, "the circuit")
+            await pilot.pause(0.2)
+            assert app.focused is prompt and app.query_one(TabbedContent).active == "predict"
+            await pilot.press("f6")
             await pilot.pause(0.2)
             tree, s = pane.tree, pane.state
             assert app.focused is tree and not info.has_class("-error")
@@ -118,6 +123,10 @@ class CircuitOnly(App[None]):
 
     CSS_PATH = "../../tui/app.tcss"
 
+    def __init__(self, complete: bool = True) -> None:
+        super().__init__()
+        self.complete = complete
+
     def compose(self):
         link = EngineLink(EngineTarget.local(), "default", self.post_message)  # never started
         with TabbedContent(id="panes"):
@@ -127,10 +136,11 @@ class CircuitOnly(App[None]):
 
     def on_mount(self) -> None:
         pane = self.query_one(CircuitPane)
-        f = found()
+        f = found(self.complete)
         pane.sites = [site.path for site in f.sites]
-        pane.control.state = CircuitState("fixture", f.task, pane.sites, f, f.curve, f.curve_features, True, None)
-        pane.post_message(CircuitShown(new=True))
+        pane.control.state = CircuitState("fixture", f.task, pane.sites, f, f.curve, f.curve_features, f.complete,
+                                          None)
+        pane.post_message(CircuitShown("partial" if not f.complete else "", new=True))
 
 
 def test_circuit_80x24(snap_compare):
@@ -143,3 +153,27 @@ def test_circuit_80x24(snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(CircuitOnly(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_a_partial_sweep_is_marked_and_sites_are_typed_as_a_list():
+    async def main():
+        app = CircuitOnly(complete=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(CircuitPane)
+            await pilot.pause(0.2)
+            assert shown(pane, "#circuit-summary").endswith("· partial")
+            assert str(pane.tree.root.label).endswith("partial sweep")
+            assert app.focused is pane.tree
+
+            # `s`: the sites as one line, upstream first; a pick from weights/saes is added at the end
+            await pilot.press("s")
+            await pilot.pause(0.1)
+            field = app.screen.query_one("#sites-input")
+            assert field.value == " ".join(site.path for site in found().sites)
+            field.value = "/w/saes/resid_pre-topk '/w/my saes/mlp_out-topk'"
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert pane.sites == ["/w/saes/resid_pre-topk", "/w/my saes/mlp_out-topk"]
+            assert "resid_pre-topk → mlp_out-topk" in shown(pane, "#circuit-sites")
+
+    asyncio.run(main())

@@ -63,18 +63,20 @@ class HelpScreen(ModalScreen[None]):
 
     def _rows(self, bindings: list[Binding]) -> list[tuple[str, str]]:
         """(keys, description) rows; bindings of one group share a row (`j, k  Move`,
-        `1 … 8  Jump to neighbour`)."""
+        `1 … 8  Jump to neighbour`), except those with a tooltip of their own, which
+        say more than the group's footer label (the Circuit pane's `+` and `-`)."""
         rows: list[tuple[list[str], str]] = []
         last_group = None
         for b in bindings:
             if not b.description:
                 continue
             keys = [self._key(k) for k in b.key.split(",")]
-            if b.group is not None and b.group == last_group:
+            group = b.group if not b.tooltip else None
+            if group is not None and group == last_group:
                 rows[-1][0].extend(keys)
             else:
-                rows.append((keys, b.group.description if b.group else b.tooltip or b.description))
-            last_group = b.group
+                rows.append((keys, group.description if group else b.tooltip or b.description))
+            last_group = group
         return [(keys[0] + " … " + keys[-1] if len(keys) > 4 else ", ".join(keys), what) for keys, what in rows]
 
     def _key(self, key: str) -> str:

@@ -22,6 +22,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static, Tabs
 
@@ -181,11 +182,15 @@ class CircuitPane(Vertical):
         self._info(message.note or LEGEND)
         if message.new and not self.state.complete:
             self.app.notify(message.note, timeout=6)
-        if message.new and not self.tree.has_focus:
+        if message.new and not self.tree.has_focus and self._pane_shown():  # not from another pane
             self.tree.focus()
 
     def on_circuit_status(self, message: CircuitStatus) -> None:
         self._info(message.text, error=message.error)
+
+    def _pane_shown(self) -> bool:
+        """Whether this pane's tab is the one shown (a search may end while another is)."""
+        return all(w.display for w in self.ancestors_with_self if isinstance(w, Widget))
 
     # ---- the circuit ----------------------------------------------------------------------
     def action_step(self, step: int) -> None:
