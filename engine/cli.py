@@ -468,3 +468,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@recipe_app.command("tasks", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def recipe_tasks(ctx: typer.Context) -> None:
+    """Rebuild the circuit tasks under weights/tasks/ from the corpus (see engine/recipes/tasks.py)."""
+    quiet_libraries()
+    from engine.recipes import tasks
+
+    try:
+        tasks.main(ctx.args)
+    except UserError as e:
+        fail(str(e))

@@ -269,7 +269,10 @@ def find_circuit(lm, views: list, paths: list[str], task: Task, params: CircuitF
     if params.sweep or params.threshold is None:
         builder.sweep(job.span(0.3, 0.9))
     threshold = params.threshold if params.threshold is not None else builder.default_threshold(params.errors)
-    return builder, builder.circuit(threshold, params.errors, params.edge_threshold, job.span(0.9, 1.0))
+    # a cancelled sweep still answers with what it finished: the circuit's own passes then
+    # run to the end (seconds), under a job the cancel no longer stops
+    finish = job.span(0.9, 1.0) if builder.complete else None
+    return builder, builder.circuit(threshold, params.errors, params.edge_threshold, finish)
 
 
 def to_json(result) -> str:

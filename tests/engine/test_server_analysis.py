@@ -130,3 +130,29 @@ def test_bad_corpus_and_context_are_error_replies(setup, tmp_path):
     engine.request("other", "sae.open", path=up, corpus=str(other))
     assert "another tokenizer" in engine.reply("other")[0]["error"]
     ok(engine, "alive", "ping")
+
+
+def test_circuit_requests(setup, tmp_path):
+    engine, _, up, down = setup
+    found, events = ok(engine, "c1", "circuit.find", circuit="c", task="was_were", saes=[up, down], points=4,
+                       max_nodes=40, timeout=300)
+    assert events and found["nodes"] and found["curve"] and found["complete"]
+    assert found["figures"]["nodes"] == len(found["nodes"])
+    lower = min(n["effect"] ** 2 for n in found["nodes"]) ** 0.5 / 2
+    wider, _ = ok(engine, "c2", "circuit.threshold", circuit="c", threshold=lower, errors=False)
+    assert not any(n.get("feature") is None for n in wider["nodes"])
+    checked, _ = ok(engine, "c3", "circuit.verify", circuit="c", nodes=[found["nodes"][0]["id"]],
+                    edges=[[found["edges"][0]["source"], found["edges"][0]["target"]]])
+    assert len(checked["nodes"]) == 1 and len(checked["edges"]) == 1
+    bad_task = tmp_path / "bad.jsonl"
+    bad_task.write_text('{"clean": "a b", "patch": "a b c", "clean_answer": " x", "patch_answer": " y"}\n')
+    for rid, method, params, needle in [
+        ("b1", "circuit.find", {"task": str(bad_task), "saes": [up, down]}, "same token length"),
+        ("b2", "circuit.find", {"task": "was_were", "saes": [down, up]}, "model order"),
+        ("b3", "circuit.threshold", {"circuit": "nope", "threshold": 0.1}, "no open circuit"),
+        ("b4", "circuit.threshold", {"circuit": "c", "threshold": 1e9}, "keeps no node"),
+        ("b5", "circuit.verify", {"circuit": "c", "nodes": ["nowhere/1"]}, "no node"),
+    ]:
+        engine.request(rid, method, **params)
+        assert needle in engine.reply(rid, timeout=120)[0]["error"]
+    assert ok(engine, "alive", "ping")[0]
