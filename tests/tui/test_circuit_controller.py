@@ -15,6 +15,7 @@ import asyncio
 import pytest
 
 from tests.tui.sae_setup import TOKEN, sae_engine  # noqa: F401 (a fixture)
+from tui.circuit_layout import signed
 from tui.controllers.circuit import CircuitController, CircuitShown, CircuitStatus
 from tui.link import EngineLink
 from tui.sae_session import SaeSession
@@ -115,7 +116,7 @@ def test_circuit_controller(sae_engine):
             ve = s.verified_edges[(node.id, "metric")]
             assert ve.estimate == pytest.approx(edge.effect, rel=1e-4)
             note = _of(posted, CircuitShown)[-1].note
-            assert "exact" in note and "estimate" in note
+            assert f"exact {signed(v.exact)} vs ≈{signed(v.estimate)}" in note and note.count("exact") == 2
         finally:
             c.close()
             await link.close()

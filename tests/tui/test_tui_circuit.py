@@ -170,6 +170,10 @@ def test_a_partial_sweep_is_marked_and_sites_are_typed_as_a_list():
             await pilot.pause(0.1)
             field = app.screen.query_one("#sites-input")
             assert field.value == " ".join(site.path for site in found().sites)
+            field.value = "'/w/saes/resid_pre-topk"  # an unclosed quote: said, the dialog stays
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert "Cannot read the list" in str(app.screen.query_one("#sites-error").render())
             field.value = "/w/saes/resid_pre-topk '/w/my saes/mlp_out-topk'"
             await pilot.press("enter")
             await pilot.pause(0.1)

@@ -276,9 +276,9 @@ class CircuitController:
         parts = []
         for v in result.nodes:
             s.verified_nodes[v.id] = v
-            parts.append(f"{name}: exact {signed(v.exact)}, estimate {signed(v.estimate)}")
+            parts.append(f"{name}: exact {signed(v.exact)} vs ≈{signed(v.estimate)}")
         for v in result.edges:
             s.verified_edges[(v.source, v.target)] = v
-            parts.append(f"edge: exact {signed(v.exact)}, estimate {signed(v.estimate)}")
+            parts.append(f"edge: exact {signed(v.exact)} vs ≈{signed(v.estimate)}")
         if s is self.state:
             self.post(CircuitShown(" · ".join(parts)))

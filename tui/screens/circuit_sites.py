@@ -33,7 +33,8 @@ class CircuitSitesScreen(ModalScreen[list[str] | None]):
         border: round $primary; background: $surface; padding: 0 1;
     }
     CircuitSitesScreen Static { color: $text-muted; }
-    CircuitSitesScreen #sites-error { color: $text-error; }
+    CircuitSitesScreen #sites-error { color: $text-error; display: none; }
+    CircuitSitesScreen #sites-error.-shown { display: block; }
     CircuitSitesScreen OptionList, CircuitSitesScreen OptionList:focus { height: auto; max-height: 8; border: none; }
     """
 
@@ -64,7 +65,9 @@ class CircuitSitesScreen(ModalScreen[list[str] | None]):
         try:
             paths = parse_sites(event.value, self.engine is None)
         except ValueError as e:
-            self.query_one("#sites-error", Static).update(f"Cannot read the list: {e}")
+            error = self.query_one("#sites-error", Static)
+            error.update(f"Cannot read the list: {e}")
+            error.add_class("-shown")
             return
         self.dismiss(paths or None)
 
