@@ -69,20 +69,28 @@ class Task:
         return self.subset([i for i in range(n) if i % 3 != 2]), self.subset(held)
 
 
-def task_path(spec: str | Path) -> Path:
-    """A task file from a path or the name of a shipped task (`was_were`)."""
+def shipped_dir(lm=None) -> Path:
+    """The shipped tasks of a model: `weights/tasks/` (the default model) or its
+    sub-folder named by the model's spec (`weights/tasks/smollm2-135m/`)."""
+    if lm is None or lm.spec in ("default", "mini-gelu-1l"):
+        return TASKS_DIR
+    return TASKS_DIR / lm.spec
+
+
+def task_path(spec: str | Path, lm=None) -> Path:
+    """A task file from a path or the name of a task shipped for the model (`was_were`)."""
     p = Path(spec).expanduser()
     if p.is_file():
         return p
-    shipped = TASKS_DIR / f"{spec}.jsonl"
+    shipped = shipped_dir(lm) / f"{spec}.jsonl"
     if shipped.is_file():
         return shipped
-    names = ", ".join(shipped_tasks()) or "none"
-    raise UserError(f"no task file {str(spec)!r}: give a JSON-lines file or a shipped task ({names})")
+    names = ", ".join(shipped_tasks(lm)) or "none"
+    raise UserError(f"no task file {str(spec)!r}: give a JSON-lines file or a task shipped for this model ({names})")
 
 
-def shipped_tasks() -> list[str]:
-    return sorted(p.stem for p in TASKS_DIR.glob("*.jsonl"))
+def shipped_tasks(lm=None) -> list[str]:
+    return sorted(p.stem for p in shipped_dir(lm).glob("*.jsonl"))
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -126,7 +134,7 @@ def load_task(spec: str | Path, lm) -> Task:
     """Read, check and tokenize a task for `lm`; every problem is one `UserError`."""
     import torch
 
-    path = task_path(spec)
+    path = task_path(spec, lm)
     records = read_lines(path)
     kinds = {_kind(path, n, rec) for n, rec in records}
     if len(kinds) > 1:

@@ -29,7 +29,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from engine.paths import DEFAULT_MODEL_DIR, WEIGHTS_DIR
+from engine.paths import WEIGHTS_DIR
 
 TASKS_DIR = WEIGHTS_DIR / "tasks"
 PAIRS = 60
@@ -38,31 +38,32 @@ NUMBER = [(" he", " they"), (" she", " they"), (" it", " they"), (" I", " we"), 
 
 
 class Cutter:
-    """Token-level pair building with the default tokenizer; a pair is kept only when
-    both texts tokenize back to exactly the ids they were cut from."""
+    """Token-level pair building in a model's tokens, on the shipped corpus (tokenized
+    for that model); a pair is kept only when both texts tokenize back to exactly the
+    ids they were cut from."""
 
-    def __init__(self):
-        from tokenizers import Tokenizer
+    def __init__(self, lm):
+        from engine.corpus import corpus_for
 
-        from engine.corpus import load_shard
+        self.tok = lm.tokenizer
+        self.corpus = corpus_for(None, lm)
 
-        self.tok = Tokenizer.from_file(str(DEFAULT_MODEL_DIR / "tokenizer.json"))
-        self.shard = load_shard()
-        self.id = lambda s: self._single(s)
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False)
 
-    def _single(self, text: str) -> int:
-        ids = self.tok.encode(text).ids
-        assert len(ids) == 1, (text, ids)
-        return ids[0]
+    def id(self, text: str) -> int | None:
+        """The token id of `text` if it is one token in this tokenizer, else None."""
+        ids = self.encode(text)
+        return ids[0] if len(ids) == 1 else None
 
     def docs(self, source: str):
-        for d in self.shard.documents:
+        for d in self.corpus.documents:
             if d.source == source:
-                yield d, self.shard.tokens[d.start + 1:d.end].tolist()
+                yield d, self.corpus.tokens[d.start + 1:d.end].tolist()
 
     def text(self, ids: list[int]) -> str | None:
         text = self.tok.decode(ids)
-        return text if self.tok.encode(text).ids == ids else None
+        return text if self.encode(text) == ids else None
 
     def pair(self, clean: list[int], patch: list[int], ca: int, pa: int) -> dict | None:
         c, p = self.text(clean), self.text(patch)
@@ -86,6 +87,8 @@ def was_were(cut: Cutter, rng: random.Random, length: int = 16) -> list[dict]:
     was, were = cut.id(" was"), cut.id(" were")
     swap: dict[int, tuple[int, int, int]] = {}  # subject -> (other number, its answer, own answer)
     for single, plural in NUMBER:
+        if cut.id(single) is None or cut.id(plural) is None:
+            continue  # not one token each in this tokenizer
         swap[cut.id(single)] = (cut.id(plural), were, was)
         if plural not in (" they",):  # " they" would map back to one of several singulars
             swap[cut.id(plural)] = (cut.id(single), was, were)
@@ -154,16 +157,15 @@ def from_import(cut: Cutter, rng: random.Random, length: int = 16) -> list[dict]
 BUILDERS = {"was_were": was_were, "close_paren": close_paren, "from_import": from_import}
 
 
-def task_report(name: str, lm=None) -> dict:
-    """The default model on a shipped task: accuracy (clean prompts prefer the clean
-    answer, patch prompts the patch answer) and the mean logit differences."""
+def task_report(path: Path, lm) -> dict:
+    """The model on a task: accuracy (clean prompts prefer the clean answer, patch
+    prompts the patch answer) and the mean logit differences."""
     import torch
 
     from engine.circuits.tasks import load_task
-    from engine.models import load_model
 
-    lm = lm or load_model("default")
-    task = load_task(TASKS_DIR / f"{name}.jsonl", lm)
+    name = path.stem
+    task = load_task(path, lm)
     with torch.no_grad():
         lc = lm.model(task.clean)[:, -1]
         lp = lm.model(task.patch)[:, -1]
@@ -176,15 +178,15 @@ def task_report(name: str, lm=None) -> dict:
             "logit_diff_clean": float(dc.mean()), "logit_diff_patch": float(dp.mean())}
 
 
-def write_readme(reports: list[dict], folder: Path) -> None:
+def write_readme(reports: list[dict], folder: Path, model: str) -> None:
     rows = "\n".join(f"| `{r['task']}` | {r['pairs']} | {r['tokens']} | {r['accuracy_clean']:.2f} | "
                      f"{r['accuracy_patch']:.2f} | {r['accuracy_both']:.2f} | {r['logit_diff_clean']:.2f} | "
                      f"{r['logit_diff_patch']:.2f} |" for r in reports)
     from engine.atomic import atomic_write_text
 
-    atomic_write_text(folder / "README.md", f"""# Circuit tasks for mini-gelu-1l
+    atomic_write_text(folder / "README.md", f"""# Circuit tasks for {model}
 
-Built by `saescope recipe tasks` from the shipped corpus shard (see
+Built by `saescope recipe tasks{'' if model == 'mini-gelu-1l' else ' --model ' + model}` from the shipped corpus shard (see
 `engine/recipes/tasks.py`); one contrastive pair per line. Accuracy: the share of
 clean prompts whose clean answer outscores the patch answer (and of patch prompts
 the other way round; "both": a pair right on both sides). Logit difference: the
@@ -196,24 +198,33 @@ right answer's logit minus the other's, mean over the pairs.
 """)
 
 
+def tasks_dir(lm) -> Path:
+    """Where a model's shipped tasks live: `weights/tasks/` for the default model,
+    `weights/tasks/<spec>/` for another (its prompts have their own token lengths)."""
+    return TASKS_DIR if lm.spec in ("default", "mini-gelu-1l") else TASKS_DIR / lm.spec
+
+
 def main(argv: list[str] | None = None) -> None:
     from engine.atomic import atomic_write_text
+    from engine.models import load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=TASKS_DIR)
+    p.add_argument("--model", default="default", help="the model whose tokens the tasks are cut in")
+    p.add_argument("--out", type=Path, default=None, help="default: weights/tasks (another model: a sub-folder)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True)
-    cut = Cutter()
+    lm = load_model(a.model)
+    out = a.out or tasks_dir(lm)
+    out.mkdir(parents=True, exist_ok=True)
+    cut = Cutter(lm)
     for name, build in BUILDERS.items():
         pairs = build(cut, random.Random(f"{a.seed}:{name}"))
-        atomic_write_text(a.out / f"{name}.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
+        atomic_write_text(out / f"{name}.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
         print(f"{name}: {len(pairs)} pairs", file=sys.stderr)
-    if a.out == TASKS_DIR:
-        reports = [task_report(name) for name in BUILDERS]
-        write_readme(reports, a.out)
-        for r in reports:
-            print(json.dumps(r), file=sys.stderr)
+    reports = [task_report(out / f"{name}.jsonl", lm) for name in BUILDERS]
+    write_readme(reports, out, lm.name)
+    for r in reports:
+        print(json.dumps(r), file=sys.stderr)
 
 
 if __name__ == "__main__":
