@@ -85,6 +85,8 @@ class CircuitBuilder:
                                                      self.patch, job)
         self.raw: NodeEffects = raw
         self.effects: NodeEffects = raw if params.per_position else raw.summed()
+        self.edges = fx.Edges(self.stack, self.disc.clean, self.metric, self.clean, self.patch, self.feature_grads,
+                              params.per_position)
         held_metric = Metric(self.held.clean_answers, self.held.patch_answers)
         self.evaluator = ev.Evaluator(self.stack, self.held.clean, held_metric, self.means, job)
         self.curve: list[ev.Point] = []
@@ -180,13 +182,12 @@ class CircuitBuilder:
             top = float(ev.magnitudes(self.effects, errors).max()) if len(ev.magnitudes(self.effects, errors)) else 0
             raise UserError(f"threshold {threshold:g} keeps no node (the largest |effect| is {top:.4g}): "
                             "lower it")
-        m_c, m_rest, faith, comp = self.evaluator.evaluate(keep)
+        m_c, m_rest, faith, comp = self.evaluator.evaluate(keep, job)
         n_nodes, n_feats = ev.size(keep, not self.params.per_position)
         figures = CircuitFigures(threshold, n_nodes, n_feats, self.evaluator.baseline.model,
                                  self.evaluator.baseline.empty, m_c, m_rest, faith, comp)
         edge_threshold = threshold / 4 if edge_threshold is None else edge_threshold
-        edges = fx.edges(self.stack, self.disc.clean, self.metric, self.clean, self.patch, nodes[:MAX_EDGE_NODES],
-                         self.feature_grads, job)
+        edges = self.edges.among(nodes[:MAX_EDGE_NODES], job)
         wire_edges = [CircuitEdge(self.node_id(u), CIRCUIT_METRIC_NODE if d is None else self.node_id(d), e)
                       for u, d, e in edges if abs(e) > edge_threshold]
         return self._found(nodes, wire_edges, figures, errors, edge_threshold)
@@ -236,15 +237,11 @@ class CircuitBuilder:
             job.progress((k + 1) / total, "exact node effects", step=k + 1, total=total)
         out_edges = []
         if pairs:
-            estimates = {(self.node_id(u), None if d is None else self.node_id(d)): e
-                         for u, d, e in fx.edges(*args, sorted({n for p in pairs for n in p if n is not None},
-                                                               key=lambda n: (n.site, n.feature)),
-                                                 self.feature_grads, job)}
+            self.edges.ensure([d for _, d in pairs if d is not None], job)
             for k, (u, d) in enumerate(pairs):
                 job.check()
-                key = (self.node_id(u), None if d is None else self.node_id(d))
-                out_edges.append(VerifiedEdge(key[0], key[1] or CIRCUIT_METRIC_NODE, estimates.get(key, 0.0),
-                                              fx.exact_edge(*args, u, d, self.base, job)))
+                out_edges.append(VerifiedEdge(self.node_id(u), CIRCUIT_METRIC_NODE if d is None else self.node_id(d),
+                                              self.edges.effect(u, d), fx.exact_edge(*args, u, d, self.base, job)))
                 job.progress((len(nodes) + k + 1) / total, "exact edge effects", step=len(nodes) + k + 1, total=total)
         return CircuitVerified(out_nodes, out_edges, spearman([(v.estimate, v.exact) for v in out_nodes]),
                                spearman([(v.estimate, v.exact) for v in out_edges]))

@@ -12,8 +12,8 @@ does to the metric, averaged over the task's examples (Marks et al. 2024):
 An edge `u -> d` is the effect of upstream node `u` on the metric through downstream
 node `d`: `dm/dd . dd/du . (patch_u - clean_u)`, with `dd/du` taken along direct paths
 only (sites between them are held; see `SiteStack.edge_graph`). One backward pass per
-downstream node gives its edges from every upstream node at once. Edges to the metric
-are the direct effects (`SiteStack.gradients(direct=True)`). Error terms are leaves:
+downstream node gives its edges from every upstream node at once (`Edges`, which
+keeps them). Edges to the metric are the direct effects (`SiteStack.gradients(direct=True)`). Error terms are leaves:
 they have edges out, none in. `exact_edge` measures an edge by two patched passes:
 `m(u patched) - m(u patched, d held at clean)`, sites between them held.
 
@@ -97,54 +97,70 @@ def integrated_gradients(stack: SiteStack, tokens, metric: Metric, clean: list[S
     return NodeEffects(feats, errs)
 
 
-def _change(node: Node, leaf_grads: tuple, clean: SiteState, patch: SiteState, T: int) -> torch.Tensor:
-    """`grad . (patch - clean)` of an upstream node, summed over its positions and
-    averaged over rows."""
-    gf, ge = leaf_grads
-    pos = node.positions(T)
-    if node.feature == ERROR:
-        return ((patch.e[:, pos] - clean.e[:, pos]) * ge[:, pos]).sum() / gf.shape[0]
-    return ((patch.f[:, pos, node.feature] - clean.f[:, pos, node.feature]) * gf[:, pos, node.feature]).sum() / gf.shape[0]
+class Edges:
+    """Edge effects, computed once per downstream node and kept: the backward pass of a
+    downstream node gives its edges from every upstream node (kept or not), so a circuit
+    at another threshold only runs the passes of its new downstream nodes.
 
+    `row(d)` holds, per upstream site, `grad . (patch - clean)` for every feature
+    ([S], or [T, S] per position) and the error term ([1], or [T]), averaged over rows;
+    `d` None is the metric (direct effects)."""
 
-def edges(stack: SiteStack, tokens, metric: Metric, clean: list[SiteState], patch: list[SiteState],
-          nodes: list[Node], feature_grads: list[torch.Tensor], job=None
-          ) -> list[tuple[Node, Node | None, float]]:
-    """Edges among `nodes` (the kept ones): `(upstream, downstream, effect)`, with
-    downstream None for the metric. `feature_grads` are the metric's gradients w.r.t.
-    each site's features ([B, T, S], from `attribution`)."""
-    from engine.jobs import as_job
+    def __init__(self, stack: SiteStack, tokens, metric: Metric, clean: list[SiteState], patch: list[SiteState],
+                 feature_grads: list[torch.Tensor], per_position: bool):
+        self.stack, self.tokens, self.metric, self.clean = stack, tokens, metric, clean
+        self.patch = [p.expand(tokens.shape[0]) for p in patch]
+        self.feature_grads, self.per_position = feature_grads, per_position
+        self.rows: dict[Node | None, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    job = as_job(job)
-    B, T = tokens.shape
-    patch = [p.expand(B) for p in patch]
-    out: list[tuple[Node, Node | None, float]] = []
-    # to the metric: direct effects
-    gf, ge, _ = stack.gradients(tokens, metric, direct=True, job=job)
-    for n in nodes:
-        out.append((n, None, float(_change(n, (gf[n.site], ge[n.site]), clean[n.site], patch[n.site], T))))
-    downstream = [n for n in nodes if n.feature != ERROR and any(u.site < n.site for u in nodes)]
-    done = 0
-    for site in sorted({n.site for n in downstream}):
-        upstream = [u for u in nodes if u.site < site]
-        with torch.enable_grad():
-            leaves, f_down = stack.edge_graph(tokens, site, job)
-            flat = [t for i in sorted({u.site for u in upstream}) for t in leaves[i]]
-            index = {i: k for k, i in enumerate(sorted({u.site for u in upstream}))}
-            for d in (n for n in downstream if n.site == site):
-                job.check()
-                pos = d.positions(T)
-                weight = feature_grads[site][:, pos, d.feature].detach()
-                value = (weight * f_down[:, pos, d.feature]).sum()  # summed over rows, like the metric
-                grads = torch.autograd.grad(value, flat, retain_graph=True, allow_unused=True)
-                grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, flat)]
-                for u in upstream:
-                    k = index[u.site]
-                    out.append((u, d, float(_change(u, (grads[2 * k], grads[2 * k + 1]), clean[u.site],
-                                                    patch[u.site], T))))
-                done += 1
-                job.progress(done / len(downstream), "edges", step=done, total=len(downstream))
-    return out
+    def _contract(self, i: int, gf: torch.Tensor, ge: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c, p = self.clean[i], self.patch[i]
+        B = gf.shape[0]
+        f = ((p.f - c.f) * gf)[:, 1:].sum(0) / B  # [T - 1, S]: the BOS is never a node
+        e = ((p.e - c.e) * ge)[:, 1:].sum((0, 2)) / B
+        if self.per_position:
+            return torch.cat([torch.zeros_like(f[:1]), f]), torch.cat([torch.zeros_like(e[:1]), e])
+        return f.sum(0), e.sum(0, keepdim=True)
+
+    def ensure(self, nodes: list[Node], job=None) -> None:
+        """Compute the rows of the metric and of the feature nodes among `nodes` that
+        have upstream sites and no row yet."""
+        from engine.jobs import as_job
+
+        job = as_job(job)
+        if None not in self.rows:
+            gf, ge, _ = self.stack.gradients(self.tokens, self.metric, direct=True, job=job)
+            self.rows[None] = [self._contract(i, gf[i], ge[i]) for i in range(len(self.stack.sites))]
+        todo = [n for n in nodes if n.feature != ERROR and n.site > 0 and n not in self.rows]
+        T, done = self.tokens.shape[1], 0
+        for site in sorted({n.site for n in todo}):
+            with torch.enable_grad():
+                leaves, f_down = self.stack.edge_graph(self.tokens, site, job)
+                flat = [t for pair in leaves for t in pair]
+                for d in (n for n in todo if n.site == site):
+                    job.check()
+                    pos = d.positions(T)
+                    weight = self.feature_grads[site][:, pos, d.feature].detach()
+                    value = (weight * f_down[:, pos, d.feature]).sum()  # summed over rows, like the metric
+                    grads = torch.autograd.grad(value, flat, retain_graph=True, allow_unused=True)
+                    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, flat)]
+                    self.rows[d] = [self._contract(i, grads[2 * i], grads[2 * i + 1]) for i in range(site)]
+                    done += 1
+                    job.progress(done / len(todo), "edges", step=done, total=len(todo))
+
+    def effect(self, up: Node, down: Node | None) -> float:
+        f, e = self.rows[down][up.site]
+        at = 0 if up.position is None else up.position
+        return float(e[at] if up.feature == ERROR else f[up.feature] if up.position is None else f[at, up.feature])
+
+    def among(self, nodes: list[Node], job=None) -> list[tuple[Node, Node | None, float]]:
+        """Every edge among `nodes`: `(upstream, downstream, effect)`, downstream None for the metric."""
+        self.ensure(nodes, job)
+        out = [(n, None, self.effect(n, None)) for n in nodes]
+        for d in nodes:
+            if d in self.rows:
+                out += [(u, d, self.effect(u, d)) for u in nodes if u.site < d.site]
+        return out
 
 
 # ---- exact ------------------------------------------------------------------------

@@ -79,20 +79,20 @@ class Evaluator:
     """Ablated passes over the held-out examples, with the baselines computed once."""
 
     def __init__(self, stack: SiteStack, tokens: torch.Tensor, metric: Metric, means: list[SiteState], job=None):
-        self.stack, self.tokens, self.metric, self.means, self.job = stack, tokens, metric, means, job
+        self.stack, self.tokens, self.metric, self.means = stack, tokens, metric, means
         T = tokens.shape[1]
         nothing = {i: Keep(torch.zeros(T, m.f.shape[-1], dtype=torch.bool, device=tokens.device),
                            torch.eye(1, T, dtype=torch.bool, device=tokens.device)[0])
                    for i, m in enumerate(means)}
-        self.baseline = Baseline(float(stack.metric(tokens, metric, job).mean()), self.m(nothing))
+        self.baseline = Baseline(float(stack.metric(tokens, metric, job).mean()), self.m(nothing, job))
 
-    def m(self, keep: dict[int, Keep]) -> float:
-        return float(self.stack.ablated(self.tokens, self.metric, keep, self.means, job=self.job).mean())
+    def m(self, keep: dict[int, Keep], job=None) -> float:
+        return float(self.stack.ablated(self.tokens, self.metric, keep, self.means, job=job).mean())
 
-    def evaluate(self, keep: dict[int, Keep]) -> tuple[float, float, float, float]:
-        """(m(C), m(M minus C), faithfulness, completeness)."""
+    def evaluate(self, keep: dict[int, Keep], job=None) -> tuple[float, float, float, float]:
+        """(m(C), m(M minus C), faithfulness, completeness); `job` can cancel the passes."""
         T = self.tokens.shape[1]
-        m_c, m_rest = self.m(_full(keep, T)), self.m(_full(keep, T, invert=True))
+        m_c, m_rest = self.m(_full(keep, T), job), self.m(_full(keep, T, invert=True), job)
         return m_c, m_rest, self.baseline.ratio(m_c), self.baseline.ratio(m_rest)
 
 
@@ -138,7 +138,7 @@ def sweep(ev: Evaluator, effects: NodeEffects, errors: bool, max_nodes: int | No
         thr = threshold_for(values, n)
         keep = keep_masks(effects, thr, errors)
         nodes, feats = size(keep, not effects.per_position)
-        _, _, faith, comp = ev.evaluate(keep)
+        _, _, faith, comp = ev.evaluate(keep, job)
         out.append(Point(thr, nodes, feats, faith, comp))
         job.progress((k + 1) / len(grid), f"sweep {'with' if errors else 'without'} error nodes",
                      step=k + 1, total=len(grid))

@@ -154,23 +154,23 @@ def test_integrated_gradients_add_up_to_patching_the_site(default_model, views, 
 
 
 def test_cancelled_sweep_keeps_its_points(default_model, views, task):
+    """A cancel during the sweep still answers: the circuit, and the curve points done."""
     from engine.jobs import Job
 
     params = CircuitFindParams(task="was_were", saes=SAES, points=8)
-    builder = CircuitBuilder(default_model, views, SAES, task, params)
     job = Job()
-    seen = []
+    sweeps = []
 
     def emit(kind, data):
-        seen.append(data)
-        if len(seen) == 3:
-            job.cancel()
+        if str(data.get("message", "")).startswith("sweep"):
+            sweeps.append(data)
+            if len(sweeps) == 3:
+                job.cancel()
     job.emit = emit
-    builder.sweep(job)
-    assert not builder.complete
-    assert 1 <= len(builder.curve) < 8 and builder.curve_features == []
-    result = builder.circuit(builder.default_threshold(True), True)
-    assert not result.complete and len(result.curve) == len(builder.curve)
+    builder, result = find_circuit(default_model, views, SAES, task, params, job)
+    assert not builder.complete and not result.complete
+    assert 1 <= len(result.curve) < 8 and result.curve_features == []
+    assert result.nodes and result.figures.nodes == len(result.nodes)
 
 
 def test_bad_input(default_model, views, task, found, tmp_path):
