@@ -217,3 +217,16 @@ def test_single_prompt_tasks(default_model, views, tmp_path):
     params = CircuitFindParams(task=str(p), saes=SAES, points=4, max_nodes=50)
     builder, result = find_circuit(default_model, views, SAES, task, params)
     assert result.metric == "logit(answer)" and result.nodes
+
+
+def test_per_position_nodes(default_model, views, task):
+    params = CircuitFindParams(task="was_were", saes=SAES, per_position=True, points=4, max_nodes=100)
+    builder, result = find_circuit(default_model, views, SAES, task, params)
+    assert all("@" in n.id and n.position is not None for n in result.nodes)
+    assert all(0 <= n.position < task.length - 1 for n in result.nodes)
+    _, _, faith, comp = builder.evaluator.evaluate(keep_masks(builder.effects, -1.0, True))
+    assert faith == pytest.approx(1.0, abs=1e-4) and comp == pytest.approx(0.0, abs=1e-4)
+    node = builder.parse_id(result.nodes[0].id)
+    assert builder.node_id(node) == result.nodes[0].id
+    with pytest.raises(UserError, match="needs a position"):
+        builder.parse_id("mlp_out/3")

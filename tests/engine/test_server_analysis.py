@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import REPO
 from tests.engine.engine_proc import EngineProcess
 from tests.engine.test_inspect import make_sae
 
@@ -152,6 +153,8 @@ def test_circuit_requests(setup, tmp_path):
         ("b3", "circuit.threshold", {"circuit": "nope", "threshold": 0.1}, "no open circuit"),
         ("b4", "circuit.threshold", {"circuit": "c", "threshold": 1e9}, "keeps no node"),
         ("b5", "circuit.verify", {"circuit": "c", "nodes": ["nowhere/1"]}, "no node"),
+        ("b6", "circuit.find", {"task": "was_were", "saes": [str(REPO / "weights/saes/smollm2-resid_post-l3")]},
+         "made for the model"),
     ]:
         engine.request(rid, method, **params)
         assert needle in engine.reply(rid, timeout=120)[0]["error"]
