@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 import torch
 
 from engine.ablate import Site
@@ -270,7 +269,3 @@ def find_circuit(lm, views: list, paths: list[str], task: Task, params: CircuitF
     # run to the end (seconds), under a job the cancel no longer stops
     finish = job.span(0.9, 1.0) if builder.complete else None
     return builder, builder.circuit(threshold, params.errors, params.edge_threshold, finish)
-
-
-def to_json(result) -> str:
-    return msgspec.json.encode(result).decode()

@@ -97,3 +97,19 @@ def sae_engine(tmp_path_factory):
         _shared.clear()
         proc.kill()
         proc.wait()
+
+
+async def engine_link(sae_engine, posted: list):
+    """A connected `EngineLink` to the shared engine, its messages appended to `posted`."""
+    from tui.link import EngineLink
+    from tui.target import EngineTarget
+
+    link = EngineLink(EngineTarget.tcp(sae_engine.address, token=TOKEN), "default", posted.append)
+    await link.connect()
+    await link.model_ready()
+    return link
+
+
+def of_kind(posted: list, kind) -> list:
+    """The posted messages of one type."""
+    return [m for m in posted if isinstance(m, kind)]

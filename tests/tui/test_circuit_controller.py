@@ -14,49 +14,36 @@ import asyncio
 
 import pytest
 
-from tests.tui.sae_setup import TOKEN, sae_engine  # noqa: F401 (a fixture)
+from tests.tui.sae_setup import engine_link, of_kind, sae_engine  # noqa: F401 (a fixture)
 from tui.circuit_layout import signed
 from tui.controllers.circuit import CircuitController, CircuitShown, CircuitStatus
-from tui.link import EngineLink
 from tui.sae_session import SaeSession
-from tui.target import EngineTarget
 
 POINTS, MAX_NODES = 5, 40
-
-
-async def _link(sae_engine, posted: list) -> EngineLink:
-    link = EngineLink(EngineTarget.tcp(sae_engine.address, token=TOKEN), "default", posted.append)
-    await link.connect()
-    await link.model_ready()
-    return link
-
-
-def _of(posted: list, kind) -> list:
-    return [m for m in posted if isinstance(m, kind)]
 
 
 def test_circuit_controller(sae_engine):
     async def main():
         posted: list = []
-        link = await _link(sae_engine, posted)
+        link = await engine_link(sae_engine, posted)
         c = CircuitController(link, SaeSession(link), posted.append)
         c.points, c.max_nodes = POINTS, MAX_NODES
         paths = [sae_engine.up, sae_engine.down]
         try:
-            assert c.find("  ", paths) is None and _of(posted, CircuitStatus)[-1].error
-            assert c.find("was_were", []) is None and "sites" in _of(posted, CircuitStatus)[-1].text
+            assert c.find("  ", paths) is None and of_kind(posted, CircuitStatus)[-1].error
+            assert c.find("was_were", []) is None and "sites" in of_kind(posted, CircuitStatus)[-1].text
 
             # engine errors come whole: a task that is not there, sites out of model order
             c.find("no_such_task", paths)
             await c.idle()
-            error = _of(posted, CircuitStatus)[-1]
+            error = of_kind(posted, CircuitStatus)[-1]
             assert error.error and "no_such_task" in error.text and "was_were" in error.text
             assert not c.searching and c.state is None
 
             c.find("was_were", paths)
             assert c.searching
             await c.idle()
-            assert not c.searching and _of(posted, CircuitShown)
+            assert not c.searching and of_kind(posted, CircuitShown)
             s = c.state
             f = s.found
             assert f.task == "was_were" and s.complete and s.paths == paths
@@ -64,12 +51,12 @@ def test_circuit_controller(sae_engine):
             assert [site.name for site in f.sites] == ["resid_mid", "mlp_out"]
             assert f.nodes and f.figures.nodes == len(f.nodes) and f.errors
             assert any(e.target == "metric" for e in f.edges)
-            progress = [m.text for m in _of(posted, CircuitStatus) if m.text.startswith("searching (attribution): ")]
+            progress = [m.text for m in of_kind(posted, CircuitStatus) if m.text.startswith("searching (attribution): ")]
             assert any("%" in t for t in progress), progress
 
             c.find("was_were", paths[::-1])  # another search fails: the circuit shown stays
             await c.idle()
-            error = _of(posted, CircuitStatus)[-1]
+            error = of_kind(posted, CircuitStatus)[-1]
             assert error.error and "order" in error.text and c.state is s
 
             # the threshold steps along the sweep; the figures are the new circuit's
@@ -90,7 +77,7 @@ def test_circuit_controller(sae_engine):
             # the ends of the sweep: a note, no request
             while c.step(1) is not None:
                 await c.idle()
-            assert "smallest" in _of(posted, CircuitStatus)[-1].text
+            assert "smallest" in of_kind(posted, CircuitStatus)[-1].text
             smallest = s.found.figures
             assert smallest.nodes == min(p.nodes for p in s.curve)
 
@@ -115,7 +102,7 @@ def test_circuit_controller(sae_engine):
             assert v.estimate == pytest.approx(node.effect, rel=1e-4) and v.exact == v.exact  # a number
             ve = s.verified_edges[(node.id, "metric")]
             assert ve.estimate == pytest.approx(edge.effect, rel=1e-4)
-            note = _of(posted, CircuitShown)[-1].note
+            note = of_kind(posted, CircuitShown)[-1].note
             assert f"exact {signed(v.exact)} vs ≈{signed(v.estimate)}" in note and note.count("exact") == 2
         finally:
             c.close()
@@ -127,22 +114,22 @@ def test_circuit_controller(sae_engine):
 def test_a_cancelled_search_shows_its_partial_sweep(sae_engine):
     async def main():
         posted: list = []
-        link = await _link(sae_engine, posted)
+        link = await engine_link(sae_engine, posted)
         c = CircuitController(link, SaeSession(link), posted.append)
         c.points, c.max_nodes = 12, 400
         try:
             c.find("was_were", [sae_engine.up, sae_engine.down])
             for _ in range(600):  # until the sweep has finished a point or two
-                if any("sweep" in m.text and "%" in m.text for m in _of(posted, CircuitStatus)):
+                if any("sweep" in m.text and "%" in m.text for m in of_kind(posted, CircuitStatus)):
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
             assert c.cancel()
             await c.idle()
-            assert c.state is not None, _of(posted, CircuitStatus)[-1].text
+            assert c.state is not None, of_kind(posted, CircuitStatus)[-1].text
             s = c.state
             assert not s.complete and 0 < len(s.curve) < 12
-            assert "partial" in _of(posted, CircuitShown)[-1].note
+            assert "partial" in of_kind(posted, CircuitShown)[-1].note
         finally:
             c.close()
             await link.close()

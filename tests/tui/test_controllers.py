@@ -9,47 +9,34 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.tui.sae_setup import PROMPT, TOKEN, sae_engine  # noqa: F401 (a fixture)
+from tests.tui.sae_setup import PROMPT, engine_link, of_kind, sae_engine  # noqa: F401 (a fixture)
 from tui.controllers.ablation import AblationController, ChildrenArrived, Status, TreeFailed, TreeShown
 from tui.controllers.inspector import InspectorController, InspectorStatus, PageArrived, PageFailed
-from tui.link import EngineLink
 from tui.sae_session import SaeSession
-from tui.target import EngineTarget
-
-
-async def _link(sae_engine, posted: list) -> EngineLink:
-    link = EngineLink(EngineTarget.tcp(sae_engine.address, token=TOKEN), "default", posted.append)
-    await link.connect()
-    await link.model_ready()
-    return link
-
-
-def _of(posted: list, kind) -> list:
-    return [m for m in posted if isinstance(m, kind)]
 
 
 def test_ablation_controller(sae_engine):
     async def main():
         posted: list = []
-        link = await _link(sae_engine, posted)
+        link = await engine_link(sae_engine, posted)
         c = AblationController(link, SaeSession(link), posted.append)
         paths = [sae_engine.up, sae_engine.down]
         try:
-            assert c.open("  ", paths) is None and _of(posted, Status)[-1].error
+            assert c.open("  ", paths) is None and of_kind(posted, Status)[-1].error
 
             # a newer open replaces an older one: only the newer tree is shown
             c.open(PROMPT + " x", paths)
             c.open(PROMPT, paths)
             await c.idle()
             s = c.state
-            assert s.prompt == PROMPT and _of(posted, TreeShown)
+            assert s.prompt == PROMPT and of_kind(posted, TreeShown)
             assert s.opened.position == len(s.opened.tokens) - 1
 
             # expand a downstream feature: its upstream drivers arrive as a message
             i, node = next((i, n) for i, n in enumerate(s.up.children) if n.node.kind == "feature")
             c.expand((i,), node)
             await c.idle()
-            arrived = _of(posted, ChildrenArrived)[-1]
+            arrived = of_kind(posted, ChildrenArrived)[-1]
             assert arrived.path == (i,) and not arrived.down and node.children
             up_feature = next(n for n in node.children if n.node.kind == "feature")
             assert up_feature.node.site_index == 0
@@ -64,7 +51,7 @@ def test_ablation_controller(sae_engine):
             assert change.top_before == s.opened.predicted
             c.toggle_ablation(up_feature)
             assert s.ablated is None and c.prediction is None and not c.is_ablated(up_feature)
-            assert _of(posted, TreeShown)[-1].note == "Ablations restored."
+            assert of_kind(posted, TreeShown)[-1].note == "Ablations restored."
 
             # another position keeps the ablations and ablates them again there
             c.toggle_ablation(up_feature)
@@ -90,7 +77,7 @@ def test_ablation_controller(sae_engine):
             # an error comes whole, with the SAEs of the tree shown
             c.open(PROMPT, paths[::-1])
             await c.idle()
-            failed = _of(posted, TreeFailed)[-1]
+            failed = of_kind(posted, TreeFailed)[-1]
             assert failed.paths == paths and "model order" in failed.error
             assert failed.error.endswith(s3.opened.sites[0].hook)
             assert c.state is s3
@@ -104,14 +91,14 @@ def test_ablation_controller(sae_engine):
 def test_inspector_controller(sae_engine):
     async def main():
         posted: list = []
-        link = await _link(sae_engine, posted)
+        link = await engine_link(sae_engine, posted)
         saes = SaeSession(link)
         c = InspectorController(link, saes, posted.append)
         path = sae_engine.down
         try:
             assert c.want(path, 3) is None  # not cached: it arrives as a message
             await c.idle()
-            arrived = _of(posted, PageArrived)[-1]
+            arrived = of_kind(posted, PageArrived)[-1]
             assert (arrived.path, arrived.feature, arrived.page.feature) == (path, 3, 3)
             c.shown_page(path, arrived.page)  # the pane drew it: the next pages are prefetched
             for _ in range(200):
@@ -124,13 +111,13 @@ def test_inspector_controller(sae_engine):
 
             d_sae = saes.info(path).d_sae
             assert c.want(path, d_sae) is None
-            status = _of(posted, InspectorStatus)[-1]
+            status = of_kind(posted, InspectorStatus)[-1]
             assert status.error and f"feature {d_sae} is out of range" in status.text and f"0..{d_sae - 1}" in status.text
             assert c.current == (path, 4)  # nothing moved
 
             c.want("/nowhere/sae", 1)
             await c.idle()
-            failed = _of(posted, PageFailed)[-1]
+            failed = of_kind(posted, PageFailed)[-1]
             assert failed.shown == path and "nowhere" in failed.error and c.current == (path, 4)
             assert c.back() == (path, 3)
 

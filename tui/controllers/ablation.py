@@ -35,6 +35,7 @@ from textual.message import Message
 from engine.protocol import PredictionChange
 from engine.protocol import TreeNode as Node
 from tui.client import EngineError
+from tui.controllers.requests import RequestTasks
 from tui.link import EngineLink
 from tui.sae_paths import short_name
 from tui.sae_session import SaeSession
@@ -86,35 +87,18 @@ class AblationController:
         self.prediction: PredictionChange | None = None  # before/after the current ablations
         self.generation = 0
         self._cursor: dict[str, NodePath] = {}  # direction -> path of the node under the cursor
-        self._tasks: dict[str, asyncio.Task] = {}  # the latest of each exclusive group
-        self._running: set[asyncio.Task] = set()
+        self.requests = RequestTasks("ablation", link.log, lambda text: post(Status(text, error=True)))
 
     # ---- tasks --------------------------------------------------------------------------
     def _spawn(self, group: str, coro, exclusive: bool = True) -> asyncio.Task:
-        if exclusive and (old := self._tasks.get(group)) is not None and not old.done():
-            old.cancel()
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(self._surface)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        if exclusive:
-            self._tasks[group] = task
-        return task
-
-    def _surface(self, task: asyncio.Task) -> None:
-        """A bug in a request is not lost with its task: it goes to the log and the info row."""
-        if not task.cancelled() and (e := task.exception()) is not None:
-            self.link.log(f"ablation: {type(e).__name__}: {e}")
-            self.post(Status(f"{type(e).__name__}: {e}", error=True))
+        return self.requests.spawn(group, coro, exclusive)
 
     async def idle(self) -> None:
         """Wait for every request under way (tests)."""
-        while self._running:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
+        await self.requests.idle()
 
     def close(self) -> None:
-        for task in list(self._running):
-            task.cancel()
+        self.requests.close()
 
     # ---- what the pane shows ---------------------------------------------------------------
     def is_ablated(self, node: Node) -> bool:

@@ -32,6 +32,7 @@ from textual.message import Message
 from engine.protocol import CircuitFound, CircuitNode, CurvePoint, VerifiedEdge, VerifiedNode
 from tui.circuit_layout import node_name, signed, step_point
 from tui.client import EngineError, JobCancelled
+from tui.controllers.requests import RequestTasks
 from tui.link import EngineLink
 from tui.sae_paths import short_name
 from tui.sae_session import SaeSession
@@ -93,34 +94,19 @@ class CircuitController:
         self.searching = False
         self.generation = 0
         self.wanted: tuple[float, bool] | None = None  # (threshold, errors) last asked for
-        self._tasks: dict[str, asyncio.Task] = {}  # the latest of each group
+        self.requests = RequestTasks("circuit", link.log, lambda text: post(CircuitStatus(text, error=True)))
         self._find_task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
 
     # ---- tasks --------------------------------------------------------------------------
-    def _spawn(self, group: str, coro) -> asyncio.Task:
-        if (old := self._tasks.get(group)) is not None and not old.done():
-            old.cancel()
-        task = self._tasks[group] = asyncio.ensure_future(coro)
-        task.add_done_callback(self._surface)
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-        return task
-
-    def _surface(self, task: asyncio.Task) -> None:
-        """A bug in a request is not lost with its task: it goes to the log and the info row."""
-        if not task.cancelled() and (e := task.exception()) is not None:
-            self.link.log(f"circuit: {type(e).__name__}: {e}")
-            self.post(CircuitStatus(f"{type(e).__name__}: {e}", error=True))
+    def _spawn(self, group: str, coro, exclusive: bool = True) -> asyncio.Task:
+        return self.requests.spawn(group, coro, exclusive)
 
     async def idle(self) -> None:
         """Wait for every request under way (tests)."""
-        while self._running:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
+        await self.requests.idle()
 
     def close(self) -> None:
-        for task in list(self._running):
-            task.cancel()
+        self.requests.close()
 
     def switch_method(self) -> str:
         self.method = "ig" if self.method == "attribution" else "attribution"
