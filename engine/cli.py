@@ -435,28 +435,39 @@ def recipe_default_model(
     mini_gelu.main(argv)
 
 
-@recipe_app.command("default-saes", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+RecipeArgs = {"allow_extra_args": True, "ignore_unknown_options": True}  # passed on to the recipe's own parser
+
+
+def _recipe(main, args: list[str]) -> None:
+    quiet_libraries()
+    try:
+        main(args)
+    except UserError as e:
+        fail(str(e))
+
+
+@recipe_app.command("default-saes", context_settings=RecipeArgs)
 def recipe_default_saes(ctx: typer.Context) -> None:
     """Retrain the default SAEs under weights/saes/ (see engine/recipes/default_saes.py)."""
-    quiet_libraries()
     from engine.recipes import default_saes
 
-    try:
-        default_saes.main(ctx.args)
-    except UserError as e:
-        fail(str(e))
+    _recipe(default_saes.main, ctx.args)
 
 
-@recipe_app.command("smollm2-saes", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@recipe_app.command("smollm2-saes", context_settings=RecipeArgs)
 def recipe_smollm2_saes(ctx: typer.Context) -> None:
     """Train, evaluate and index TopK SAEs on SmolLM2-135M's residual stream at layers 3, 7, 11, 15."""
-    quiet_libraries()
     from engine.recipes import smollm2_saes
 
-    try:
-        smollm2_saes.main(ctx.args)
-    except UserError as e:
-        fail(str(e))
+    _recipe(smollm2_saes.main, ctx.args)
+
+
+@recipe_app.command("tasks", context_settings=RecipeArgs)
+def recipe_tasks(ctx: typer.Context) -> None:
+    """Rebuild the circuit tasks under weights/tasks/ (another model: --model M) from the corpus."""
+    from engine.recipes import tasks
+
+    _recipe(tasks.main, ctx.args)
 
 
 def main() -> None:
@@ -469,14 +480,3 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-
-@recipe_app.command("tasks", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def recipe_tasks(ctx: typer.Context) -> None:
-    """Rebuild the circuit tasks under weights/tasks/ from the corpus (see engine/recipes/tasks.py)."""
-    quiet_libraries()
-    from engine.recipes import tasks
-
-    try:
-        tasks.main(ctx.args)
-    except UserError as e:
-        fail(str(e))
