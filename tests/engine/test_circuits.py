@@ -230,3 +230,19 @@ def test_per_position_nodes(default_model, views, task):
     assert builder.node_id(node) == result.nodes[0].id
     with pytest.raises(UserError, match="needs a position"):
         builder.parse_id("mlp_out/3")
+
+
+def test_summary_for_a_person(found):
+    """`saescope circuit` without --json: the figures, the curves and the largest nodes."""
+    from rich.console import Console
+
+    from engine.render import render_circuit
+
+    builder, result = found
+    checked = builder.verify([result.nodes[0].id], [])
+    console = Console(width=100, record=True)
+    console.print(render_circuit(result, checked))
+    text = console.export_text()
+    f = result.figures
+    assert f"faithfulness {f.faithfulness:.2f}  completeness {f.completeness:.2f}" in text
+    assert "features only" in text and result.nodes[0].id in text and "exact effects by ablation" in text
