@@ -15,6 +15,10 @@ Notes
 - Edges are computed for the nodes of the circuit shown (one backward pass per
   downstream feature node), at most `MAX_EDGE_NODES` of them, largest first.
 - The default edge threshold is a quarter of the node threshold.
+- For single-prompt tasks the nodes outside a circuit take the patch state: the mean
+  over the discovery prompts (`patch_state="mean"`) or zero.
+- A task whose states would not fit `MAX_STATE_BYTES` is refused before any pass:
+  the states, gradients and passes hold every discovery example at once.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from engine.protocol import (CIRCUIT_METRIC_NODE, CIRCUIT_TARGET_FAITHFULNESS, C
                              CurvePoint, SiteInfo, VerifiedEdge, VerifiedNode)
 
 MAX_EDGE_NODES = 400
+MAX_STATE_BYTES = 2 << 30
 
 
 def site_name(view) -> str:
-    """A site's short label: the hook's last part (`mlp_out`), or the SAE folder's name
-    when two sites would share it."""
+    """A site's short label: the hook's last part (`mlp_out`); `CircuitBuilder` adds
+    the SAE folder's name where two sites would share one."""
     return view.sae.cfg.metadata.hook_name.split(".")[-1].removeprefix("hook_")
 
 
@@ -50,6 +55,14 @@ class CircuitBuilder:
         job = as_job(job)
         if params.ig_steps < 1:
             raise UserError("--ig-steps must be at least 1")
+        if params.points < 2 or params.max_nodes < 1:
+            raise UserError("a sweep needs at least 2 points and max_nodes of at least 1")
+        width = sum(v.sae.cfg.d_sae + v.sae.cfg.d_in for v in views)
+        need = 4 * 4 * len(task) * task.length * width  # clean, patch and gradients of features and errors, fp32
+        if need > MAX_STATE_BYTES:
+            raise UserError(f"the task is too large for one pass: {len(task)} examples x {task.length} tokens x "
+                            f"{width} features and widths need about {need / 2**30:.1f} GiB; use fewer pairs "
+                            f"(at most about {int(len(task) * MAX_STATE_BYTES / need)})")
         from engine.saes import check_fits
 
         for v, path in zip(views, paths):
@@ -60,6 +73,8 @@ class CircuitBuilder:
         names = [site_name(v) for v in views]
         if len(set(names)) < len(names):
             names = [f"{n}:{p.rstrip('/').split('/')[-1]}" for n, p in zip(names, paths)]
+        if len(set(names)) < len(names):
+            raise UserError("two sites are the same SAE: " + ", ".join(paths))
         self.views, self.paths, self.params, self.lm = views, paths, params, lm
         self.stack = SiteStack(lm, [Site(n, v.sae.cfg.metadata.hook_name, v.sae) for n, v in zip(names, views)])
         self.task = task
@@ -108,9 +123,12 @@ class CircuitBuilder:
         what, _, pos = rest.partition("@")
         try:
             feature = ERROR if what == "error" else int(what)
-            position = int(pos) + 1 if pos else None
         except ValueError:
             raise UserError(f"no node {text!r}: the feature is a number or `error`") from None
+        try:
+            position = int(pos) + 1 if pos else None
+        except ValueError:
+            raise UserError(f"no node {text!r}: the position after @ is a number") from None
         i = names.index(site)
         d_sae = self.stack.sites[i].sae.cfg.d_sae
         if feature != ERROR and not 0 <= feature < d_sae:
@@ -172,9 +190,13 @@ class CircuitBuilder:
         hits = [p for p in curve if p.faithfulness >= CIRCUIT_TARGET_FAITHFULNESS]
         return min(hits, key=lambda p: p.nodes).threshold if hits else max(curve, key=lambda p: p.nodes).threshold
 
-    def circuit(self, threshold: float, errors: bool, edge_threshold: float | None = None, job=None) -> CircuitFound:
-        if not math.isfinite(threshold) or threshold < 0:
-            raise UserError(f"a threshold is a number >= 0, got {threshold}")
+    def circuit(self, threshold: float, errors: bool, edge_threshold: float | None = None, job=None,
+                new_edges: bool = True) -> CircuitFound:
+        """The circuit at `threshold`, evaluated; without `new_edges` only the edges
+        computed before (and those to the metric) are given."""
+        for name, value in (("threshold", threshold), ("edge threshold", edge_threshold)):
+            if value is not None and (not math.isfinite(value) or value < 0):
+                raise UserError(f"a {name} is a number >= 0, got {value}")
         keep = ev.keep_masks(self.effects, threshold, errors)
         nodes = self.kept_nodes(keep)
         if not nodes:
@@ -186,7 +208,7 @@ class CircuitBuilder:
         figures = CircuitFigures(threshold, n_nodes, n_feats, self.evaluator.baseline.model,
                                  self.evaluator.baseline.empty, m_c, m_rest, faith, comp)
         edge_threshold = threshold / 4 if edge_threshold is None else edge_threshold
-        edges = self.edges.among(nodes[:MAX_EDGE_NODES], job)
+        edges = self.edges.among(nodes[:MAX_EDGE_NODES], job, compute=new_edges)
         wire_edges = [CircuitEdge(self.node_id(u), CIRCUIT_METRIC_NODE if d is None else self.node_id(d), e)
                       for u, d, e in edges if abs(e) > edge_threshold]
         return self._found(nodes, wire_edges, figures, errors, edge_threshold)
@@ -265,7 +287,9 @@ def find_circuit(lm, views: list, paths: list[str], task: Task, params: CircuitF
     if params.sweep or params.threshold is None:
         builder.sweep(job.span(0.3, 0.9))
     threshold = params.threshold if params.threshold is not None else builder.default_threshold(params.errors)
-    # a cancelled sweep still answers with what it finished: the circuit's own passes then
-    # run to the end (seconds), under a job the cancel no longer stops
-    finish = job.span(0.9, 1.0) if builder.complete else None
-    return builder, builder.circuit(threshold, params.errors, params.edge_threshold, finish)
+    # a cancelled sweep still answers with what it finished: the circuit's two ablated
+    # passes and its edges to the metric (one more) run under a job the cancel no longer
+    # stops; edges between nodes wait for the next threshold
+    if builder.complete:
+        return builder, builder.circuit(threshold, params.errors, params.edge_threshold, job.span(0.9, 1.0))
+    return builder, builder.circuit(threshold, params.errors, params.edge_threshold, None, new_edges=False)

@@ -19,6 +19,14 @@ they have edges out, none in. `exact_edge` measures an edge by two patched passe
 
 Effects have shape [T, S] (features) and [T] (error terms) per site; position 0 (the
 BOS) is never a node and its effects are 0. `summed` adds the positions up.
+
+Notes
+- Gradients are taken at the clean point. A TopK (or JumpReLU) feature that is off
+  there has no gradient, so a downstream feature that the patch switches on gets no
+  incoming edge however large its own effect (its exact effect and `exact_edge` see
+  it); the measured edges are then low, by up to 2-3x on the default model.
+- With integrated gradients for the nodes, edges still use the clean-point gradients
+  (attribution patching), as `CircuitFound.method` says for the nodes only.
 """
 
 from __future__ import annotations
@@ -102,7 +110,7 @@ class Edges:
     downstream node gives its edges from every upstream node (kept or not), so a circuit
     at another threshold only runs the passes of its new downstream nodes.
 
-    `row(d)` holds, per upstream site, `grad . (patch - clean)` for every feature
+    `rows[d]` holds, per upstream site, `grad . (patch - clean)` for every feature
     ([S], or [T, S] per position) and the error term ([1], or [T]), averaged over rows;
     `d` None is the metric (direct effects)."""
 
@@ -121,6 +129,9 @@ class Edges:
         if self.per_position:
             return torch.cat([torch.zeros_like(f[:1]), f]), torch.cat([torch.zeros_like(e[:1]), e])
         return f.sum(0), e.sum(0, keepdim=True)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for row in self.rows.values() for pair in row for t in pair)
 
     def ensure(self, nodes: list[Node], job=None) -> None:
         """Compute the rows of the metric and of the feature nodes among `nodes` that
@@ -153,9 +164,11 @@ class Edges:
         at = 0 if up.position is None else up.position
         return float(e[at] if up.feature == ERROR else f[up.feature] if up.position is None else f[at, up.feature])
 
-    def among(self, nodes: list[Node], job=None) -> list[tuple[Node, Node | None, float]]:
-        """Every edge among `nodes`: `(upstream, downstream, effect)`, downstream None for the metric."""
-        self.ensure(nodes, job)
+    def among(self, nodes: list[Node], job=None, compute: bool = True) -> list[tuple[Node, Node | None, float]]:
+        """Every edge among `nodes`: `(upstream, downstream, effect)`, downstream None for
+        the metric. Without `compute`, only the downstream nodes computed before (and
+        the metric's direct effects, one pass) give edges."""
+        self.ensure(nodes if compute else [], job)
         out = [(n, None, self.effect(n, None)) for n in nodes]
         for d in nodes:
             if d in self.rows:

@@ -5,7 +5,8 @@ For a circuit C on the held-out examples (means over rows of the metric):
     completeness = (m(M minus C) - m(empty)) / (m(M) - m(empty))
 where `m(M)` is the model itself, `m(empty)` every node of every site ablated, and a
 node outside the evaluated set takes its mean over the patch prompts of the
-discovery examples, per position (`means`). A circuit without error nodes leaves
+discovery examples, per position (`means`; for single-prompt tasks the patch state:
+the mean over the discovery prompts, or zero). A circuit without error nodes leaves
 every error term ablated in `m(C)` and kept in `m(M minus C)`.
 
 `sweep` evaluates the circuits that thresholds on |effect| give, at node counts on

@@ -17,7 +17,9 @@ The passes:
 - `interpolated_gradients`: one site set to a point between its clean and patch
   state (integrated gradients), the others untouched.
 - `ablated`: the metric with given nodes kept and the rest mean-ablated
-  (faithfulness and completeness), or with nodes patched (exact effects).
+  (faithfulness and completeness).
+- `patched`: the metric with a node set to its patch value and other sites held
+  (exact node and edge effects).
 
 Notes
 - The metric (`Metric`) is computed at the last position from the logits there alone.
@@ -210,12 +212,10 @@ class SiteStack:
 
     # ---- ablated passes -------------------------------------------------------------
     def ablated(self, tokens: torch.Tensor, metric: Metric, keep: dict[int, Keep], replace: list[SiteState],
-                freeze: dict[int, torch.Tensor] | None = None, job=None) -> torch.Tensor:
+                job=None) -> torch.Tensor:
         """The metric per row with, at each site `i` in `keep`, the features and error
-        terms `keep[i]` does not keep replaced by `replace[i]` (broadcast over rows), and
-        the sites in `freeze` set to the given activation [B, T, d] outright. Sites in
-        neither pass untouched."""
-        freeze = freeze or {}
+        terms `keep[i]` does not keep replaced by `replace[i]` (broadcast over rows).
+        Sites not in `keep` pass untouched."""
 
         def splice(i):
             sae, k = self.sites[i].sae, keep[i]
@@ -233,11 +233,7 @@ class SiteStack:
                 return torch.cat([act[:, :1], out[:, 1:]], 1)
             return hook
 
-        def frozen(i):
-            return lambda act, hook: freeze[i]
-
-        hooks = [(s.hook, frozen(i)) if i in freeze else (s.hook, splice(i))
-                 for i, s in enumerate(self.sites) if i in keep or i in freeze]
+        hooks = [(s.hook, splice(i)) for i, s in enumerate(self.sites) if i in keep]
         with torch.no_grad():
             return metric(self._run(tokens, hooks, job))
 

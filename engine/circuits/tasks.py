@@ -153,6 +153,8 @@ def load_task(spec: str | Path, lm) -> Task:
     clean, patch, ca, pa = [], [], [], []
     for n, rec in records:
         if kind == "pairs":
+            if rec["clean"] == rec["patch"]:
+                raise UserError(f"{path.name} line {n}: clean and patch are the same prompt")
             c, p = model.to_tokens(rec["clean"])[0], model.to_tokens(rec["patch"])[0]
             if len(c) != len(p):
                 raise UserError(f"{path.name} line {n}: clean is {len(c) - 1} tokens and patch {len(p) - 1}; "

@@ -14,7 +14,7 @@ def builder_bytes(builder) -> int:
     tensors = [builder.task.clean, builder.task.patch, *builder.feature_grads, *builder.raw.features]
     for states in (builder.clean, builder.patch, builder.means):
         tensors += [t for s in states for t in (s.f, s.e)]
-    return tensor_bytes(t for t in tensors if t is not None)
+    return tensor_bytes(t for t in tensors if t is not None) + builder.edges.nbytes()
 
 
 def circuit_find(state: Workspace, params, ctx: Job) -> CircuitFound:
@@ -38,9 +38,9 @@ def circuit_find(state: Workspace, params, ctx: Job) -> CircuitFound:
         return builder
 
     builder, found = find_circuit(lm, views(), params.saes, task, params, ctx)
-    state.circuit_sweeps[params.circuit] = (builder.curve, builder.curve_features, builder.complete)
     state.open(("circuit", params.circuit), rebuild, builder_bytes, depends=view_keys,
                what=f"the circuit {params.circuit!r}", value=builder)
+    state.circuit_sweeps[params.circuit] = (builder.curve, builder.curve_features, builder.complete)
     return found
 
 

@@ -40,8 +40,8 @@ def found(default_model, views, task):
     return find_circuit(default_model, views, SAES, task, params)
 
 
-def _plain_faithfulness(lm, saes, task, kept: list[set[int]], errors: list[bool]) -> float:
-    """Faithfulness of a circuit (features `kept[i]`, error `errors[i]` at site i) with
+def _plain_figures(lm, saes, task, kept: list[set[int]], errors: list[bool]) -> tuple[float, float]:
+    """Faithfulness and completeness of a circuit (features `kept[i]`, error `errors[i]` at site i) with
     plain hooks: the SAE spliced by hand, nodes outside the circuit set to their means
     over the discovery split's patch prompts, on the held-out split."""
     disc, held = task.split()
@@ -78,19 +78,20 @@ def _plain_faithfulness(lm, saes, task, kept: list[set[int]], errors: list[bool]
         rows = torch.arange(len(held))
         return float((logits[rows, held.patch_answers] - logits[rows, held.clean_answers]).mean())
 
-    m_model, m_empty, m_c = metric("model"), metric(None), metric(True)
-    return (m_c - m_empty) / (m_model - m_empty)
+    m_model, m_empty, m_c, m_rest = metric("model"), metric(None), metric(True), metric(False)
+    return (m_c - m_empty) / (m_model - m_empty), (m_rest - m_empty) / (m_model - m_empty)
 
 
-def test_faithfulness_equals_plain_hooks(default_model, views, task, found):
+def test_faithfulness_and_completeness_equal_plain_hooks(default_model, views, task, found):
     builder, result = found
     kept = [set(), set()]
     for n in result.nodes:
         if n.feature is not None:
             kept[n.site_index].add(n.feature)
     errors = [any(n.site_index == i and n.feature is None for n in result.nodes) for i in range(2)]
-    plain = _plain_faithfulness(default_model, [v.sae for v in views], task, kept, errors)
-    assert result.figures.faithfulness == pytest.approx(plain, abs=1e-4)
+    faith, comp = _plain_figures(default_model, [v.sae for v in views], task, kept, errors)
+    assert result.figures.faithfulness == pytest.approx(faith, abs=1e-4)
+    assert result.figures.completeness == pytest.approx(comp, abs=1e-4)
     assert result.figures.nodes == len(result.nodes)
 
 
@@ -158,7 +159,7 @@ def test_cancelled_sweep_keeps_its_points(default_model, views, task):
     from engine.jobs import Job
 
     params = CircuitFindParams(task="was_were", saes=SAES, points=8)
-    job = Job()
+    job = Job(min_interval=0)  # every progress event, however close together
     sweeps = []
 
     def emit(kind, data):
@@ -192,6 +193,7 @@ def test_bad_input(default_model, views, task, found, tmp_path):
         ([pair, {**pair, "clean": "He said it", "patch": "He said they"}], "different token lengths"),
         ([pair, {"prompt": "x", "answer": " y"}], "mixes pairs and single prompts"),
         ([{**pair, "patch_answer": " was"}], "are the same token"),
+        ([{**pair, "patch": pair["clean"]}], "the same prompt"),
     ]
     for lines, message in cases:
         with pytest.raises(UserError, match=message):
