@@ -42,10 +42,18 @@ MAX_EDGE_NODES = 400
 MAX_STATE_BYTES = 2 << 30
 
 
-def site_name(view) -> str:
-    """A site's short label: the hook's last part (`mlp_out`); `CircuitBuilder` adds
-    the SAE folder's name where two sites would share one."""
-    return view.sae.cfg.metadata.hook_name.split(".")[-1].removeprefix("hook_")
+def site_names(hooks: list[str], paths: list[str]) -> list[str]:
+    """The sites' short labels: the hook's last part (`mlp_out`); where two would
+    share one, with the layer (`L7.resid_post`); where they still would, the SAE
+    folder's name as well."""
+    from engine.ablate import hook_order
+
+    names = [h.split(".")[-1].removeprefix("hook_") for h in hooks]
+    if len(set(names)) < len(names):
+        names = [f"L{hook_order(h)[0]}.{n}" if hook_order(h)[0] >= 0 else n for h, n in zip(hooks, names)]
+    if len(set(names)) < len(names):
+        names = [f"{n}:{p.rstrip('/').split('/')[-1]}" for n, p in zip(names, paths)]
+    return names
 
 
 class CircuitBuilder:
@@ -70,9 +78,7 @@ class CircuitBuilder:
             if hook.endswith("hook_z"):
                 raise UserError(f"{path} reads attention heads (hook_z): circuit sites are activations of one "
                                 "vector per position (resid_pre/mid/post, attn_out, mlp_out)")
-        names = [site_name(v) for v in views]
-        if len(set(names)) < len(names):
-            names = [f"{n}:{p.rstrip('/').split('/')[-1]}" for n, p in zip(names, paths)]
+        names = site_names([v.sae.cfg.metadata.hook_name for v in views], paths)
         if len(set(names)) < len(names):
             raise UserError("two sites are the same SAE: " + ", ".join(paths))
         self.views, self.paths, self.params, self.lm = views, paths, params, lm
