@@ -341,6 +341,7 @@ def circuit(
     per_position: bool = typer.Option(False, "--per-position", help="Nodes per (feature, position) instead of summed over positions."),
     patch_state: Optional[str] = typer.Option(None, "--patch-state", help="Single-prompt tasks: mean (default) or zero."),
     max_nodes: Optional[int] = typer.Option(None, "--max-nodes", help="The sweep's largest circuit (default 2000)."),
+    points: Optional[int] = typer.Option(None, "--points", help="Circuits on the sweep's log grid (default 16)."),
     verify: int = typer.Option(0, "--verify", help="Also measure the N largest nodes and edges exactly, by ablation."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec (default: the one the SAEs name)."),
     context: Optional[int] = ContextOpt,
@@ -361,7 +362,7 @@ def circuit(
     from engine.saes import load_sae, model_spec_for
 
     given = {"method": method, "ig_steps": ig_steps, "threshold": threshold, "edge_threshold": edge_threshold,
-             "patch_state": patch_state, "max_nodes": max_nodes, "context": context}
+             "patch_state": patch_state, "max_nodes": max_nodes, "points": points, "context": context}
     try:
         params = msgspec.convert({"task": task, "saes": sae, "sweep": sweep, "errors": not features_only,
                                   "per_position": per_position, **{k: v for k, v in given.items() if v is not None}},
