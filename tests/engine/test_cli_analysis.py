@@ -83,7 +83,7 @@ def test_ablate_uninterpretable_prints_a_table_and_checks_the_position(saes):
 
 def test_circuit_json_and_bad_input(saes):
     args = ["circuit", "--task", "was_were", "--sae", str(saes["resid_mid-topk"]), "--sae", str(saes["mlp_out-topk"])]
-    r = run_saescope(*args, "--threshold", "0.05", "--features-only", "--sweep", "--max-nodes", "60",
+    r = run_saescope(*args, "--threshold", "0.05", "--features-only", "--sweep", "--max-nodes", "60", "--points", "4",
                      "--verify", "3", "--json", timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

@@ -148,12 +148,12 @@ def test_circuit_requests(setup, tmp_path):
     bad_task = tmp_path / "bad.jsonl"
     bad_task.write_text('{"clean": "a b", "patch": "a b c", "clean_answer": " x", "patch_answer": " y"}\n')
     for rid, method, params, needle in [
-        ("b1", "circuit.find", {"task": str(bad_task), "saes": [up, down]}, "same token length"),
-        ("b2", "circuit.find", {"task": "was_were", "saes": [down, up]}, "model order"),
-        ("b3", "circuit.threshold", {"circuit": "nope", "threshold": 0.1}, "no open circuit"),
-        ("b4", "circuit.threshold", {"circuit": "c", "threshold": 1e9}, "keeps no node"),
-        ("b5", "circuit.verify", {"circuit": "c", "nodes": ["nowhere/1"]}, "no node"),
-        ("b6", "circuit.find", {"task": "was_were", "saes": [str(REPO / "weights/saes/smollm2-resid_post-l3")]},
+        ("cb1", "circuit.find", {"task": str(bad_task), "saes": [up, down]}, "same token length"),
+        ("cb2", "circuit.find", {"task": "was_were", "saes": [down, up]}, "model order"),
+        ("cb3", "circuit.threshold", {"circuit": "nope", "threshold": 0.1}, "no open circuit"),
+        ("cb4", "circuit.threshold", {"circuit": "c", "threshold": 1e9}, "keeps no node"),
+        ("cb5", "circuit.verify", {"circuit": "c", "nodes": ["nowhere/1"]}, "no node"),
+        ("cb6", "circuit.find", {"task": "was_were", "saes": [str(REPO / "weights/saes/smollm2-resid_post-l3")]},
          "made for the model"),
     ]:
         engine.request(rid, method, **params)
