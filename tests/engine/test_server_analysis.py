@@ -158,4 +158,4 @@ def test_circuit_requests(setup, tmp_path):
     ]:
         engine.request(rid, method, **params)
         assert needle in engine.reply(rid, timeout=120)[0]["error"]
-    assert ok(engine, "alive", "ping")[0]
+    assert ok(engine, "circuit-alive", "ping")[0]  # request ids are the module's own: a reused one is refused

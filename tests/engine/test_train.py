@@ -251,7 +251,10 @@ def test_cli_train_stopped_with_ctrl_c_says_stopped_and_resumes(tmp_path):
         while (json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}).get(
                 "state") != "running":
             time.sleep(0.05)
-        time.sleep(0.3)  # a few steps, past a checkpoint
+        deadline = time.time() + 60  # past a checkpoint, however slowly the steps go on a busy machine
+        while not (out / "checkpoint" / "position.json").exists():
+            assert time.time() < deadline, "no checkpoint within a minute"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
         assert proc.wait(60) == 130, rest
