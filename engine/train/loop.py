@@ -291,6 +291,7 @@ def _finish(r: Run, lm, log, check=None) -> dict:
         save_file({"sparsity": r.tracker.density().float().clamp_min(1e-10).log10()},
                   str(Path(tmp) / "sparsity.safetensors"))
         for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # cfg.json last
+            os.chmod(Path(tmp) / name, 0o644)  # safetensors writes 0600; a run's SAE is shared like its other files
             os.replace(Path(tmp) / name, r.dir / name)
             ckpt.kill_point("final-saving")
     ckpt.kill_point("final-saved")

@@ -37,6 +37,8 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(tmp_path, default_model)
     cfgs = [tiny("topk"), tiny("batchtopk", seed=1)]
     straight = [tmp_path / "a" / c.arch for c in cfgs]
     train(cfgs, straight, lm=default_model)
+    for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # readable by others, like any file
+        assert (straight[0] / name).stat().st_mode & 0o777 == 0o644, name
 
     calls = {"n": 0}
 
