@@ -35,6 +35,8 @@ class TrainConfig(TrainSettings, frozen=True, kw_only=True):
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.context < 0 or self.context == 1:
             raise UserError(f"--context must be at least 2 tokens (or 0 for the default), got {self.context}")
+        if self.snapshot_every < -1:
+            raise UserError(f"--snapshot-every must be -1 (none), 0 (automatic) or a number of steps, got {self.snapshot_every}")
         if self.l1 < 0 or self.lr <= 0:
             raise UserError("--l1 must be >= 0 and --lr > 0")
 

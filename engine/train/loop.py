@@ -32,8 +32,11 @@ from engine.errors import UserError
 from engine.train import checkpoint as ckpt
 from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, trainer_config
 from engine.train.metrics import FiringTracker, batch_metrics, density_histogram
+from engine.train.snapshots import is_snapshot_step, save_snapshot, snapshot_every
+from engine.train.sparse_step import SparseStep, StepOutput
 
 HISTOGRAM_EVERY = 10
+FLUSH_S = 0.5  # metrics lines are written at most this long after their step
 # A run asked to stop (a stop request, ctrl+c): the one word is "stopped", never paused or cancelled.
 STOPPED_MESSAGE = "stopped (checkpointed): resume continues it"
 # Tests only: seconds to wait after each step, so a tiny run lasts long enough to be
@@ -61,9 +64,17 @@ class Run:
     sae: object
     trainer: object
     tracker: FiringTracker
-    log: object  # open metrics.jsonl
+    log: "MetricsLog"
     eval_windows: torch.Tensor  # held-out windows of the model's corpus, for evaluations
     scale: float = 1.0
+    step: Callable = None  # one training step on a raw batch -> `StepOutput`
+
+
+def _step_function(trainer) -> Callable:
+    """The fast sparse step where it applies (TopK, BatchTopK), else sae_lens's own."""
+    if SparseStep.supports(trainer.sae, trainer):
+        return SparseStep(trainer)
+    return lambda batch: StepOutput.of(trainer.step(batch))
 
 
 def _training_sae(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, device: str):
@@ -156,8 +167,9 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     for c, d in zip(cfgs, dirs):
         _prepare_dir(c, Path(d), resume)
 
+    started = time.time()  # the run's rate counts every model pass, the first included
     source = ActivationSource(lm, corpus.windows(n_ctx, split="train"), widths,
-                              cfgs[0].batch_size, cfgs[0].data_seed)
+                              cfgs[0].batch_size, cfgs[0].data_seed, check=check)
     runs, starts = [], []
     for c, d in zip(cfgs, dirs):
         d = Path(d)
@@ -175,8 +187,8 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
             (d / ckpt.METRICS).unlink(missing_ok=True)
         starts.append(start)
         eval_windows = corpus.windows(n_ctx, split="held_out", max_tokens=c.eval_tokens)
-        runs.append(Run(c, d, sae, trainer, tracker, open(d / ckpt.METRICS, "a"), eval_windows,
-                        trainer.activation_scaler.scaling_factor))
+        runs.append(Run(c, d, sae, trainer, tracker, MetricsLog(d / ckpt.METRICS), eval_windows,
+                        trainer.activation_scaler.scaling_factor, _step_function(trainer)))
     if len(set(starts)) != 1:
         raise UserError(f"the runs' checkpoints are at different steps ({starts}); resume them one by one")
 
@@ -184,8 +196,9 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         _state(r.dir, "running", job)
     try:
         try:
-            _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log)
+            _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log, started)
         finally:
+            source.close()
             for r in runs:
                 r.log.close()
         results = []
@@ -213,53 +226,103 @@ def _state(run_dir: Path, state: str, job: str, message: str = "") -> None:
                                        resumable=state != "finished" and ckpt.checkpoint_step(run_dir) is not None))
 
 
-def _loop(runs: list[Run], source, start: int, on_record, check, log) -> None:
+def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float) -> None:
+    """Steps `start`.. of every run; the rate each step reports is wall-clock since `t0`
+    (before the first model pass) over the tokens this process has trained on."""
     total = max(r.cfg.steps for r in runs)
-    t0, tokens_done = time.time(), 0
+    tokens_done = 0
+    if start == 0:
+        for i, r in enumerate(runs):
+            if snapshot_every(r.cfg):
+                _snapshot(r, 0, i, on_record)
     for step in range(start, total):
         try:
             check()
+            batch = source.batch(step, device=runs[0].sae.W_dec.device, last=total - 1)  # checks too
         except BaseException:
             for r in runs:  # keep everything up to the last finished step
                 if step < r.cfg.steps:
+                    r.log.flush()
                     ckpt.save_checkpoint(r.dir, step, r.sae, r.trainer, r.tracker)
             raise
-        batch = source.batch(step, device=runs[0].sae.W_dec.device)
         tokens_done += source.batch_size
         for i, r in enumerate(runs):
             if step >= r.cfg.steps:
                 continue
             lr = r.trainer.optimizer.param_groups[0]["lr"]
-            out = r.trainer.step(batch[r.cfg.hook])
+            out = r.step(batch[r.cfg.hook])
             r.trainer.n_training_steps += 1
             record = _step_record(r, out, step, lr, tokens_done / max(1e-9, time.time() - t0))
-            r.log.write(json.dumps(record) + "\n")
-            r.log.flush()
+            r.log.write(record)
             ckpt.kill_point("step-logged")
             on_record(i, record)
             done = step + 1
+            if is_snapshot_step(r.cfg, done):
+                _snapshot(r, done, i, on_record)
             if done == r.cfg.steps or (r.cfg.checkpoint_every and done % r.cfg.checkpoint_every == 0):
+                r.log.flush()  # every line up to a checkpoint is on disk before it
                 ckpt.save_checkpoint(r.dir, done, r.sae, r.trainer, r.tracker)
             if r.cfg.eval_every and done % r.cfg.eval_every == 0 and done < r.cfg.steps:
                 rec = {"kind": "eval", "step": step, **_evaluate_training(r, source.lm, check)}
-                r.log.write(json.dumps(rec) + "\n")
-                r.log.flush()
+                r.log.write(rec)
                 on_record(i, rec)
+        for r in runs:
+            r.log.flush_if_due()
         if step % 50 == 0:
             log(f"step {step}/{total}")
         if STEP_DELAY:
             time.sleep(_test_step_delay())
+    for r in runs:
+        r.log.flush()
+
+
+def _snapshot(r: Run, done: int, i: int, on_record) -> None:
+    save_snapshot(r.dir, done, r.sae.W_dec, r.tracker.first_fired)
+    rec = {"kind": "snapshot", "step": done - 1, "tokens": done * r.cfg.batch_size}
+    r.log.write(rec)
+    r.log.flush()  # a snapshot's line is on disk with its file, so followers can ask for it
+    on_record(i, rec)
+
+
+class MetricsLog:
+    """A run's `metrics.jsonl`, written in coalesced lines: records are kept until
+    `FLUSH_S` has passed (or a checkpoint, a snapshot or the end needs them on disk),
+    then written in one call."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "a")
+        self.pending: list[str] = []
+        self.last = time.monotonic()
+
+    def write(self, record: dict) -> None:
+        self.pending.append(json.dumps(record) + "\n")
+
+    def flush_if_due(self) -> None:
+        if self.pending and time.monotonic() - self.last >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.file.write("".join(self.pending))
+            self.pending.clear()
+        self.file.flush()
+        self.last = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
 
 
 @torch.no_grad()
 def _step_record(r: Run, out, step: int, lr: float, rate: float) -> dict:
+    """The step's metrics line. The activations come as `Codes` (the active latents
+    only), so nothing here touches [batch, d_sae]."""
     x = out.sae_in / r.scale
     x_hat = out.sae_out / r.scale
-    acts = out.feature_acts
-    r.tracker.update(acts.detach())
+    r.tracker.update(out.codes, step)
     rec = {"kind": "step", "step": step, "tokens": (step + 1) * r.cfg.batch_size,
            "loss": out.loss.item(), "losses": {k: float(v) for k, v in out.losses.items()},
-           **batch_metrics(x, x_hat, acts), "dead_fraction_window": r.tracker.dead_fraction_window(),
+           **batch_metrics(x, x_hat, out.codes), "dead_fraction_window": r.tracker.dead_fraction_window(),
            "dead_fraction_density": r.tracker.dead_fraction_density(), "lr": lr, "tokens_per_s": rate}
     if step % HISTOGRAM_EVERY == 0 or step + 1 == r.cfg.steps:
         rec["density_histogram"] = density_histogram(r.tracker.density())

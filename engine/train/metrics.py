@@ -25,12 +25,61 @@ Notes
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from engine.figures import DEAD_TOKENS, DENSITY_THRESHOLD  # noqa: F401  (re-exported)
 
 HIST_BINS = torch.linspace(-8, 0, 33)  # log10 density bin edges; dead features go in the first
+
+
+@dataclass
+class Codes:
+    """The nonzero-pattern of a batch's feature activations: entry e is latent
+    `cols[e]` of row `rows[e]` with activation `vals[e]` (entries with value 0 may be
+    present: a top-k latent whose pre-activation was negative)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    vals: torch.Tensor
+    n_rows: int
+    d_sae: int
+
+    @classmethod
+    def from_dense(cls, acts: torch.Tensor) -> "Codes":
+        rows, cols = acts.nonzero(as_tuple=True)
+        return cls(rows, cols, acts[rows, cols], acts.shape[0], acts.shape[1])
+
+    def dense(self) -> torch.Tensor:
+        out = self.vals.new_zeros(self.n_rows, self.d_sae)
+        out[self.rows, self.cols] = self.vals
+        return out
+
+    def firing(self) -> torch.Tensor:
+        """A bool mask over the entries: those that fire (activation nonzero)."""
+        return self.vals != 0
+
+    def counts(self) -> torch.Tensor:
+        """Per latent, the rows it fires on: [d_sae]."""
+        return torch.bincount(self.cols[self.firing()], minlength=self.d_sae)
+
+    def last_row(self) -> torch.Tensor:
+        """Per latent, the last row it fires on (-1: none): [d_sae]."""
+        fired = self.firing()
+        out = torch.full((self.d_sae,), -1, dtype=torch.long, device=self.cols.device)
+        return out.scatter_reduce(0, self.cols[fired], self.rows[fired], reduce="amax")
+
+    def l0(self) -> float:
+        return self.firing().sum().item() / self.n_rows
+
+    def l1(self) -> float:
+        return self.vals.abs().sum().item() / self.n_rows
+
+
+def as_codes(acts) -> "Codes":
+    """`acts` as `Codes`: already so, or a dense [n, d_sae] tensor."""
+    return acts if isinstance(acts, Codes) else Codes.from_dense(acts)
 
 
 def firing_density(acts: torch.Tensor) -> torch.Tensor:
@@ -43,16 +92,18 @@ def dead_fraction(fired: torch.Tensor) -> float:
     return 1.0 - fired.double().mean().item()
 
 
-def batch_metrics(x: torch.Tensor, x_hat: torch.Tensor, acts: torch.Tensor) -> dict:
-    """Reconstruction and sparsity of one batch (`x`, `x_hat`: [n, d]; `acts`: [n, d_sae])."""
+def batch_metrics(x: torch.Tensor, x_hat: torch.Tensor, acts) -> dict:
+    """Reconstruction and sparsity of one batch (`x`, `x_hat`: [n, d]; `acts`: [n, d_sae]
+    or its `Codes`)."""
+    codes = as_codes(acts)
     x, x_hat = x.double(), x_hat.double()
     err = (x - x_hat).pow(2).sum(-1)
     total = (x - x.mean(0)).pow(2).sum(-1)
     return {
         "mse": err.mean().item() / x.shape[-1],
         "explained_variance": 1.0 - err.sum().item() / total.sum().item(),
-        "l0": (acts != 0).sum(-1).double().mean().item(),
-        "l1": acts.abs().sum(-1).double().mean().item(),
+        "l0": codes.l0(),
+        "l1": codes.l1(),
     }
 
 
@@ -120,24 +171,28 @@ class StreamingReconstruction:
 
 
 class FiringTracker:
-    """Per-feature firing: tokens since last fired, and density over a sampling window."""
+    """Per-feature firing: tokens since last fired, density over a sampling window, and
+    the first training step each feature fired at (-1: not yet)."""
 
     def __init__(self, d_sae: int, window: int) -> None:
         self.window = window
         self.since_fired = torch.zeros(d_sae, dtype=torch.long)
         self.counts = torch.zeros(d_sae, dtype=torch.long)
+        self.first_fired = torch.full((d_sae,), -1, dtype=torch.long)
         self.tokens = 0
         self.last_density: torch.Tensor | None = None  # density over the last full window
 
-    def update(self, acts: torch.Tensor) -> None:
-        fired = acts != 0
-        n = acts.shape[0]
+    def update(self, acts, step: int = 0) -> None:
+        """`acts`: a batch's activations [n, d_sae] or their `Codes`, of training `step`."""
+        codes = as_codes(acts)
+        n = codes.n_rows
         # the [d_sae] summaries come back to the CPU, where the tracker lives (on any device)
-        any_fired = fired.any(0).cpu()
+        last_row = codes.last_row().cpu()
+        any_fired = last_row >= 0
         # tokens since the last firing: the last firing row within this batch, if any
-        last_row = torch.where(fired, torch.arange(n, device=acts.device).unsqueeze(1), -1).max(0).values.cpu()
         self.since_fired = torch.where(any_fired, n - 1 - last_row, self.since_fired + n)
-        self.counts += fired.sum(0).cpu()
+        self.first_fired = torch.where(any_fired & (self.first_fired < 0), step, self.first_fired)
+        self.counts += codes.counts().cpu()
         self.tokens += n
         if self.tokens >= self.window:
             self.last_density = self.counts.double() / self.tokens
@@ -160,12 +215,14 @@ class FiringTracker:
         return (self.density() < DENSITY_THRESHOLD).double().mean().item()
 
     def state_dict(self) -> dict:
-        return {"since_fired": self.since_fired, "counts": self.counts,
+        return {"since_fired": self.since_fired, "counts": self.counts, "first_fired": self.first_fired,
                 "tokens": torch.tensor(self.tokens),
                 "last_density": self.last_density if self.last_density is not None else torch.empty(0)}
 
     def load_state_dict(self, sd: dict) -> None:
         self.since_fired, self.counts = sd["since_fired"].clone(), sd["counts"].clone()
+        if "first_fired" in sd:  # checkpoints written before it was tracked lack it
+            self.first_fired = sd["first_fired"].clone()
         self.tokens = int(sd["tokens"])
         self.last_density = sd["last_density"].clone() if sd["last_density"].numel() else None
 

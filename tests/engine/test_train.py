@@ -40,16 +40,16 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(tmp_path, default_model)
     for name in ("sae_weights.safetensors", "sparsity.safetensors", "cfg.json"):  # readable by others, like any file
         assert (straight[0] / name).stat().st_mode & 0o777 == 0o644, name
 
-    calls = {"n": 0}
+    logged = set()
 
-    def cancel_at_step_7():
-        calls["n"] += 1
-        if calls["n"] == 8:
+    def cancel_at_step_7():  # asked before step 7 (and between model passes)
+        if 6 in logged:
             raise Cancelled()
 
     resumed = [tmp_path / "b" / c.arch for c in cfgs]
     with pytest.raises(Cancelled):
-        train(cfgs, resumed, lm=default_model, check=cancel_at_step_7)
+        train(cfgs, resumed, lm=default_model, check=cancel_at_step_7,
+              on_record=lambda i, rec: logged.add(rec["step"]) if rec["kind"] == "step" else None)
     assert json.loads((resumed[0] / "checkpoint" / "position.json").read_text())["step"] == 7
     train(cfgs, resumed, lm=default_model, resume=True)
     for a, b in zip(straight, resumed):
@@ -64,7 +64,9 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(tmp_path, default_model)
 
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
-    args = ["train", "--hook", HOOK, "--arch", "relu", "--d-sae", "64", "--tokens", str(256 * 40),
+    """A real kill -9 of the CLI mid-run, with the fast sparse TopK step: the resumed run
+    ends bit-identical to one never stopped, its decoder snapshots included."""
+    args = ["train", "--hook", HOOK, "--arch", "topk", "--k", "8", "--d-sae", "64", "--tokens", str(256 * 40),
             "--batch-size", "256", "--checkpoint-every", "3", "--l1", "1.0", "--eval-tokens", "512",
             "--json"]
     subprocess.run(saescope_cmd(*args, "--out", str(tmp_path / "straight")), check=True, cwd=REPO,
@@ -83,6 +85,10 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     a, b = weights(tmp_path / "straight"), weights(killed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    snapshots = sorted(p.name for p in (killed / "snapshots").iterdir())
+    assert len(snapshots) > 10 and snapshots == sorted(p.name for p in (tmp_path / "straight" / "snapshots").iterdir())
+    for name in snapshots:
+        assert (killed / "snapshots" / name).read_bytes() == (tmp_path / "straight" / "snapshots" / name).read_bytes()
 
 
 def test_finished_run_loads_in_sae_lens_and_matches_the_training_sae(tmp_path, default_model):
@@ -130,7 +136,7 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, default_m
 def test_resume_guards(tmp_path, default_model):
     run = tmp_path / "run"
     with pytest.raises(Cancelled):
-        train([tiny()], [run], lm=default_model, check=_cancel_after(5))
+        train([tiny()], [run], lm=default_model, **_cancel_after(5))
     with pytest.raises(UserError, match="already holds a run"):
         train([tiny()], [run], lm=default_model)
     with pytest.raises(UserError, match="different configuration.*d_sae"):
@@ -147,14 +153,15 @@ def test_resume_guards(tmp_path, default_model):
         train([tiny()], [run], lm=default_model, resume=True)
 
 
-def _cancel_after(n: int):
-    calls = {"n": 0}
+def _cancel_after(n: int) -> dict:
+    """`train` arguments that stop a run once `n` steps are logged (check() is asked
+    before each step, and between model passes too)."""
+    logged = set()
 
     def check():
-        calls["n"] += 1
-        if calls["n"] > n:
+        if len(logged) >= n:
             raise Cancelled()
-    return check
+    return {"check": check, "on_record": lambda i, rec: logged.add(rec["step"]) if rec["kind"] == "step" else None}
 
 
 def test_a_run_stopped_in_its_final_evaluation_resumes_to_the_same_end(tmp_path, default_model, monkeypatch):
