@@ -178,3 +178,12 @@ def train_read(state: Workspace, params, ctx: Job) -> RunRead:
     return RunRead(path=str(path), config=cfg.settings(), records=records,
                    eval=msgspec.convert(json.loads(final.read_text()), RunEval, strict=False)
                    if final.exists() else None, state=run_state)
+
+
+def train_emergence(state: Workspace, params, ctx: Job):
+    """`train.emergence`: a run's emergence curve, matched snapshot by snapshot (a job:
+    it reports progress and can be cancelled between snapshots)."""
+    from engine.train.emergence import emergence
+
+    against = Path(params.against).expanduser() if params.against else None
+    return emergence(Path(params.path).expanduser(), params.threshold, against, params.shared_threshold, job=ctx)

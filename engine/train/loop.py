@@ -31,7 +31,7 @@ import torch
 from engine.errors import UserError
 from engine.train import checkpoint as ckpt
 from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, trainer_config
-from engine.train.metrics import FiringTracker, batch_metrics, density_histogram
+from engine.train.metrics import FiringTracker, density_histogram, step_metrics
 from engine.train.snapshots import is_snapshot_step, save_snapshot, snapshot_every
 from engine.train.sparse_step import SparseStep, StepOutput
 
@@ -318,11 +318,12 @@ def _step_record(r: Run, out, step: int, lr: float, rate: float) -> dict:
     """The step's metrics line. The activations come as `Codes` (the active latents
     only), so nothing here touches [batch, d_sae]."""
     x = out.sae_in / r.scale
-    x_hat = out.sae_out / r.scale
+    # sae_lens's MSE loss is the per-token squared error, averaged over the batch, in scaled units
+    squared_error = out.losses["mse_loss"].item() * len(x) / r.scale ** 2
     r.tracker.update(out.codes, step)
     rec = {"kind": "step", "step": step, "tokens": (step + 1) * r.cfg.batch_size,
            "loss": out.loss.item(), "losses": {k: float(v) for k, v in out.losses.items()},
-           **batch_metrics(x, x_hat, out.codes), "dead_fraction_window": r.tracker.dead_fraction_window(),
+           **step_metrics(x, squared_error, out.codes), "dead_fraction_window": r.tracker.dead_fraction_window(),
            "dead_fraction_density": r.tracker.dead_fraction_density(), "lr": lr, "tokens_per_s": rate}
     if step % HISTOGRAM_EVERY == 0 or step + 1 == r.cfg.steps:
         rec["density_histogram"] = density_histogram(r.tracker.density())

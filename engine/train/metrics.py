@@ -45,6 +45,8 @@ class Codes:
     vals: torch.Tensor
     n_rows: int
     d_sae: int
+    _firing: torch.Tensor | None = None  # computed once, asked for by the trainer and the tracker
+    _counts: torch.Tensor | None = None
 
     @classmethod
     def from_dense(cls, acts: torch.Tensor) -> "Codes":
@@ -58,11 +60,15 @@ class Codes:
 
     def firing(self) -> torch.Tensor:
         """A bool mask over the entries: those that fire (activation nonzero)."""
-        return self.vals != 0
+        if self._firing is None:
+            self._firing = self.vals != 0
+        return self._firing
 
     def counts(self) -> torch.Tensor:
         """Per latent, the rows it fires on: [d_sae]."""
-        return torch.bincount(self.cols[self.firing()], minlength=self.d_sae)
+        if self._counts is None:
+            self._counts = torch.bincount(self.cols[self.firing()], minlength=self.d_sae)
+        return self._counts
 
     def last_row(self) -> torch.Tensor:
         """Per latent, the last row it fires on (-1: none): [d_sae]."""
@@ -95,13 +101,18 @@ def dead_fraction(fired: torch.Tensor) -> float:
 def batch_metrics(x: torch.Tensor, x_hat: torch.Tensor, acts) -> dict:
     """Reconstruction and sparsity of one batch (`x`, `x_hat`: [n, d]; `acts`: [n, d_sae]
     or its `Codes`)."""
-    codes = as_codes(acts)
     x, x_hat = x.double(), x_hat.double()
-    err = (x - x_hat).pow(2).sum(-1)
-    total = (x - x.mean(0)).pow(2).sum(-1)
+    return step_metrics(x, (x - x_hat).pow(2).sum().item(), as_codes(acts))
+
+
+def step_metrics(x: torch.Tensor, squared_error: float, codes: "Codes") -> dict:
+    """A batch's figures from its inputs `x` [n, d], the summed squared error of their
+    reconstruction (the training loss already has it) and the activations' `Codes`."""
+    n, d = x.shape
+    total = (x - x.mean(0)).pow(2).sum().item()
     return {
-        "mse": err.mean().item() / x.shape[-1],
-        "explained_variance": 1.0 - err.sum().item() / total.sum().item(),
+        "mse": squared_error / (n * d),
+        "explained_variance": 1.0 - squared_error / total,
         "l0": codes.l0(),
         "l1": codes.l1(),
     }
