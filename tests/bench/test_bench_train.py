@@ -2,6 +2,16 @@
 own `LanguageModelSAETrainingRunner` on the same model, hook, SAE and token count
 (run in this process, one after the other), and the fraction of this machine's
 measured matmul throughput that the SAE steps reach (issue: SAE training).
+
+A run's rate is its own reported `tokens_per_s`: wall-clock over the whole run, every
+model pass included. Beside it: the ceilings of the design on this machine, the model
+pass to the hook alone and the TopK step's unavoidable part (the encoder matmul and
+the top-k selection), and the step alone, sparse and sae_lens's dense one.
+
+FLOPs counted for the sparse step are the ones it must do: the dense encoder
+(2 * batch * d_in * d_sae) and four sparse products over the k active latents per token
+(decoder, the coefficients' gradient, the W_dec and W_enc gradients: 2 * batch * k * d_in
+each). The top-k selection is not counted (it is comparisons, not FLOPs).
 """
 
 import json
@@ -58,25 +68,59 @@ def _sae_lens_rate(lm, corpus, tmp_path) -> float:
     return TOKENS / (time.perf_counter() - t0)
 
 
-def _sae_step_fraction(lm) -> dict:
-    """Time sae_lens TopK training steps alone on ready batches; FLOPs as 3x the forward's two matmuls."""
+def _step_rates(lm) -> dict:
+    """Time training steps alone on ready batches: the loop's step (sparse) and sae_lens's."""
     from sae_lens.training.sae_trainer import SAETrainer
 
     from engine.train.config import TrainConfig, trainer_config
-    from engine.train.loop import _training_sae
+    from engine.train.loop import _step_function, _training_sae
 
     cfg = TrainConfig(hook=HOOK, arch="topk", d_sae=D_SAE, k=K, tokens=TOKENS, batch_size=BATCH)
-    sae = _training_sae(cfg, lm.model.cfg.d_model, "mini-gelu-1l", 128)
-    trainer = SAETrainer(trainer_config(cfg), sae, data_provider=iter(()))
-    batch = torch.randn(BATCH, lm.model.cfg.d_model)
+    d_in = lm.model.cfg.d_model
+    batch = torch.randn(BATCH, d_in)
+    out = {}
+    for name in ("sparse", "sae_lens"):
+        sae = _training_sae(cfg, d_in, "mini-gelu-1l", 128, "cpu")
+        trainer = SAETrainer(trainer_config(cfg), sae, data_provider=iter(()))
+        trainer.activation_scaler.scaling_factor = 1.0
+        step = _step_function(trainer) if name == "sparse" else trainer.step
+        for _ in range(2):
+            step(batch)
+        steps, t0 = 12, time.perf_counter()
+        for _ in range(steps):
+            step(batch)
+        out[f"{name}_step_tokens_per_s"] = round(steps * BATCH / (time.perf_counter() - t0))
+    flops = 2 * BATCH * d_in * (D_SAE + 4 * K)
+    out["sparse_step_gflops"] = round(flops * out["sparse_step_tokens_per_s"] / BATCH / 1e9, 1)
+    return out
+
+
+def _ceilings(lm, source_tokens: int = 4096 * 8) -> dict:
+    """The model pass to the hook alone, and the encoder matmul + top-k selection alone."""
+    from engine.corpus import load_shard
+    from engine.train.activations import ActivationSource
+
+    windows = load_shard().windows(lm.model.cfg.n_ctx, split="train")
+    src = ActivationSource(lm, windows, {HOOK: lm.model.cfg.d_model}, BATCH, 0, prefetch=False)
+    t0 = time.perf_counter()
+    got = 0
+    index = 0
+    while got < source_tokens:
+        got += src.batches_in(index) * BATCH
+        src._compute(index, lambda: None)
+        index += 1
+    model = got / (time.perf_counter() - t0)
+    x = torch.randn(BATCH, lm.model.cfg.d_model)
+    W, b = torch.randn(lm.model.cfg.d_model, D_SAE), torch.zeros(D_SAE)
     for _ in range(2):
-        trainer.step(batch)
-    steps, t0 = 20, time.perf_counter()
-    for _ in range(steps):
-        trainer.step(batch)
-    dt = time.perf_counter() - t0
-    flops = 12 * BATCH * lm.model.cfg.d_model * D_SAE * steps
-    return {"sae_step_gflops": round(flops / dt / 1e9, 1), "sae_steps_tokens_per_s": round(steps * BATCH / dt)}
+        torch.addmm(b, x, W).topk(K, dim=-1, sorted=False)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        torch.addmm(b, x, W).topk(K, dim=-1, sorted=False)
+    encode = 10 * BATCH / (time.perf_counter() - t0)
+    return {"model_pass_tokens_per_s": round(model), "encoder_topk_tokens_per_s": round(encode),
+            "ceiling_1_sae_tokens_per_s": round(1 / (1 / model + 1 / encode)),
+            "ceiling_4_saes_sae_tokens_per_s": round(4 / (1 / model + 4 / encode))}
 
 
 def test_training_throughput(report, tmp_path):
@@ -89,10 +133,15 @@ def test_training_throughput(report, tmp_path):
         rate = _saescope_rate(lm, corpus, n, tmp_path)
         figures[f"saescope_{n}_saes_tokens_per_s"] = round(rate)
         figures[f"saescope_{n}_saes_sae_tokens_per_s"] = round(rate * n)
-    figures["sae_lens_runner_1_sae_tokens_per_s"] = round(_sae_lens_rate(lm, corpus, tmp_path))
+    runner = round(_sae_lens_rate(lm, corpus, tmp_path))
+    figures["sae_lens_runner_1_sae_tokens_per_s"] = runner
+    for n in (1, 2, 4):
+        figures[f"saescope_{n}_saes_vs_sae_lens"] = round(figures[f"saescope_{n}_saes_sae_tokens_per_s"] / runner, 2)
+    figures.update(_ceilings(lm))
+    for key in ("ceiling_1_sae_tokens_per_s", "ceiling_4_saes_sae_tokens_per_s"):
+        figures[key.replace("tokens_per_s", "vs_sae_lens")] = round(figures[key] / runner, 2)
     peak = matmul_gflops(m=BATCH, k=lm.model.cfg.d_model, n=D_SAE)
-    step = _sae_step_fraction(lm)
-    figures.update(step)
+    figures.update(_step_rates(lm))
     figures["matmul_gflops_fp32"] = round(peak, 1)
-    figures["sae_step_fraction_of_matmul"] = round(step["sae_step_gflops"] / peak, 3)
+    figures["sparse_step_fraction_of_matmul"] = round(figures["sparse_step_gflops"] / peak, 3)
     report("train_throughput", figures)
