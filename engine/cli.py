@@ -142,6 +142,7 @@ def train(
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Steps between checkpoints."),
     eval_every: int = typer.Option(0, "--eval-every", help="Steps between spliced-in evaluations (0: at the end)."),
     eval_tokens: int = typer.Option(65_536, "--eval-tokens", help="Held-out tokens for each evaluation."),
+    snapshot_every: int = typer.Option(0, "--snapshot-every", help="Steps between decoder snapshots, for `saescope emergence` (0: about 24 per run; -1: none)."),
     model: str = ModelOpt,
     context: int = typer.Option(0, "--context", help="Tokens per window, BOS included (0: the model's context, at most 256)."),
     corpus: Optional[str] = CorpusOpt,
@@ -159,7 +160,7 @@ def train(
         cfgs, dirs = plan_runs(hook=hook, archs=arch, seeds=seed, out=out, config=config, model=model,
                                d_sae=d_sae, k=k, l1=l1, tokens=tokens, lr=lr, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, eval_every=eval_every,
-                               eval_tokens=eval_tokens, context=context)
+                               eval_tokens=eval_tokens, context=context, snapshot_every=snapshot_every)
         results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device)
     except UserError as e:
         fail(str(e))
@@ -395,6 +396,15 @@ def circuit(
     Console().print(render_circuit(found, checked))
 
 
+from engine.cli_map import map_command  # noqa: E402 (its body lives there: this file is long)
+
+app.command("map")(map_command)
+
+from engine.cli_emergence import emergence_command  # noqa: E402 (its body lives there: this file is long)
+
+app.command("emergence")(emergence_command)
+
+
 @engine_app.command("serve")
 def engine_serve(
     stdio: bool = typer.Option(False, "--stdio", help="Speak the protocol on stdin/stdout."),
@@ -453,6 +463,14 @@ def recipe_default_saes(ctx: typer.Context) -> None:
     from engine.recipes import default_saes
 
     _recipe(default_saes.main, ctx.args)
+
+
+@recipe_app.command("arch-sweep", context_settings=RecipeArgs)
+def recipe_arch_sweep(ctx: typer.Context) -> None:
+    """The sparsity sweep behind the default ReLU and JumpReLU settings (see engine/recipes/arch_sweep.py)."""
+    from engine.recipes import arch_sweep
+
+    _recipe(arch_sweep.main, ctx.args)
 
 
 @recipe_app.command("smollm2-saes", context_settings=RecipeArgs)

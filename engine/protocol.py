@@ -139,6 +139,19 @@ class TrainStopParams(msgspec.Struct, forbid_unknown_fields=True):
     out: Optional[str] = None
 
 
+EMERGENCE_COSINE = 0.9  # a feature has formed once its decoder direction stays this close to the final one
+SHARED_COSINE = 0.7  # two runs share a feature when matched one-to-one at least this close
+
+
+class EmergenceParams(msgspec.Struct, forbid_unknown_fields=True):
+    """When a run's features formed, from its decoder snapshots (`train.emergence`)."""
+
+    path: str  # a run folder (running or finished)
+    threshold: float = EMERGENCE_COSINE
+    against: Optional[str] = None  # another run (another seed): the fraction of features they share, over training
+    shared_threshold: float = SHARED_COSINE
+
+
 class SaeOpenParams(msgspec.Struct, forbid_unknown_fields=True):
     path: str
     corpus: Optional[str] = None  # None: the shipped shard
@@ -237,6 +250,16 @@ class CircuitVerifyParams(msgspec.Struct, forbid_unknown_fields=True):
     edges: list[list[str]] = []
 
 
+class FeatureMapParams(msgspec.Struct, forbid_unknown_fields=True):
+    """A 2-D map of an SAE's unit decoder directions, clustered (`sae.map`, `saescope map`)."""
+
+    path: str
+    method: Literal["auto", "umap", "pca"] = "auto"  # auto: UMAP when umap-learn is installed, else PCA
+    clusters: int = 12  # k-means clusters of the directions
+    color: Literal["density", "emergence"] = "density"  # emergence needs the run's emergence.json
+    seed: int = 0
+
+
 PARAMS: dict[str, type[msgspec.Struct]] = {
     "ping": NoParams,
     "model.info": NoParams,
@@ -252,6 +275,7 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "train.list": NoParams,
     "train.follow": TrainFollowParams,
     "train.stop": TrainStopParams,
+    "train.emergence": EmergenceParams,
     "sae.open": SaeOpenParams,
     "feature.page": FeaturePageParams,
     "feature.live": FeatureLiveParams,
@@ -263,6 +287,7 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "circuit.find": CircuitFindParams,
     "circuit.threshold": CircuitThresholdParams,
     "circuit.verify": CircuitVerifyParams,
+    "sae.map": FeatureMapParams,
 }
 
 
@@ -622,12 +647,59 @@ class CircuitVerified(Result):
     spearman_edges: Optional[float] = None
 
 
+# ---- the feature map (engine/geometry.py) ---------------------------------------
+
+class MapCluster(msgspec.Struct):
+    """A cluster of decoder directions; ids number them largest first."""
+
+    id: int
+    size: int
+    x: float  # the mean map position of its features
+    y: float
+    features: list[int]  # its most central features (cosine to its centroid), most central first
+    descriptions: list[str]  # each of those features' description from the SAE's index ('' without one)
+    description: str = ""  # the first few non-empty ones joined: the cluster's label
+    density: Optional[float] = None  # median log10 firing density of its features (None: no sparsity file)
+
+
+class MapColoring(msgspec.Struct):
+    """One way to colour the map: bins over a per-feature value, low to high."""
+
+    name: Literal["density", "emergence"]
+    title: str  # what is binned, e.g. "log10 firing density"
+    labels: list[str]  # one per bin
+    bin: list[int]  # per feature: an index into `labels`, -1 where the feature has no value
+
+
+class FeatureMap(Result):
+    """Every feature as a point (`x`, `y`, `cluster`, per-feature columns) plus its clusters."""
+
+    path: str
+    d_sae: int
+    d_in: int
+    method: Literal["umap", "pca"]  # the method used (`method_note` says why, when auto chose)
+    x: list[float]
+    y: list[float]
+    cluster: list[int]  # per feature: a `MapCluster.id`
+    clusters: list[MapCluster]
+    method_note: str = ""
+    explained_variance: list[float] = []  # PCA: fraction of the directions' variance along x and y
+    seed: int = 0
+    color: Literal["density", "emergence"] = "density"  # asked for; `colorings` has every one available
+    density: Optional[list[float]] = None  # log10 firing density (sparsity.safetensors); None without one
+    emergence: Optional[list[Optional[int]]] = None  # step after which each stayed formed (None: never); emergence.json
+    colorings: list[MapColoring] = []
+    described: bool = False  # the clusters carry descriptions from the SAE's index
+    description_note: str = ""  # why not, when not
+
+
 # ---- results of training methods ----------------------------------------------
 # The training configuration is defined here, once: the engine's `TrainConfig`
 # (engine/train/config.py) is this struct plus validation, and the TUI's form
 # reads its fields and defaults from it.
 
 TRAIN_ARCHITECTURES = ("relu", "jumprelu", "topk", "batchtopk")
+SNAPSHOTS_PER_RUN = 24  # decoder snapshots a run keeps by default (`TrainSettings.snapshot_every` 0)
 DEFAULT_TRAIN_HOOK = "blocks.0.hook_mlp_out"
 
 
@@ -669,6 +741,9 @@ class TrainSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Steps between evaluations with the SAE spliced in (0: only at the end)."""
     eval_tokens: int = 65_536
     """Held-out tokens for each evaluation."""
+    snapshot_every: int = 0
+    """Steps between snapshots of the decoder, for feature emergence (0: about
+    `SNAPSHOTS_PER_RUN` per run; -1: none)."""
 
     @property
     def steps(self) -> int:
@@ -684,10 +759,12 @@ class DensityHistogram(msgspec.Struct):
 
 
 class TrainRecord(msgspec.Struct, omit_defaults=True):
-    """One line of a run's `metrics.jsonl`: a training step, or an evaluation with the
-    SAE spliced in (`kind` "eval", every `eval_every` steps). `step` counts from 0."""
+    """One line of a run's `metrics.jsonl`: a training step, an evaluation with the
+    SAE spliced in (`kind` "eval", every `eval_every` steps), or a decoder snapshot
+    saved after `step` (`kind` "snapshot", every `snapshot_every` steps, and one of the
+    initial decoder at step -1). `step` counts from 0."""
 
-    kind: Literal["step", "eval"]
+    kind: Literal["step", "eval", "snapshot"]
     step: int
     tokens: Optional[int] = None  # training tokens so far (step) / evaluation tokens (eval)
     loss: Optional[float] = None
@@ -808,6 +885,57 @@ class TrainStopping(Result):
     state: TrainState  # the job's state when asked: "running" means it was signalled
 
 
+class EmergencePoint(msgspec.Struct):
+    """One decoder snapshot, matched to the reference decoder."""
+
+    step: int  # training steps done when it was taken (0: the initial decoder)
+    tokens: int
+    formed: float  # fraction of reference features formed by now: matched above the threshold from here on
+    matched: float  # fraction matched above the threshold at this snapshot (they may drift away later)
+    mean_cosine: float  # mean matched cosine
+    fired: float  # fraction of reference features that had fired at least once by now
+
+
+class SharedPoint(msgspec.Struct):
+    """Two runs' snapshots after the same number of steps, matched one-to-one."""
+
+    step: int
+    tokens: int
+    shared: float  # fraction of features matched at `shared_threshold` or closer
+    mean_cosine: float
+
+
+class DensityPoint(msgspec.Struct):
+    """The firing-density histogram (`DensityHistogram`'s bins) at one step."""
+
+    step: int
+    tokens: int
+    counts: list[int]
+    never_fired: int = 0
+
+
+class Emergence(Result):
+    """`train.emergence`: the emergence curve of a run's features (`engine.train.emergence`)."""
+
+    path: str
+    arch: str
+    d_sae: int
+    reference: Literal["final", "latest"]  # the finished SAE's decoder, or the latest snapshot of a running run
+    reference_step: int
+    method: Literal["hungarian", "greedy"]  # one-to-one optimal assignment, or each feature's nearest
+    threshold: float
+    points: list[EmergencePoint]
+    baseline_matched: float  # a random dictionary of the same shape, matched the same way: fraction above threshold
+    baseline_mean_cosine: float
+    emergence_step: list[Optional[int]]  # per reference feature: the step from which it stayed matched
+    first_fired_step: list[Optional[int]]  # per reference feature: the first step it fired at (None: never)
+    density_edges: list[float] = []  # log10 density bin edges of `density`
+    density: list[DensityPoint] = []  # the density histogram over training
+    against: Optional[str] = None
+    shared_threshold: float = SHARED_COSINE
+    shared: list[SharedPoint] = []
+
+
 # ---- event data ----------------------------------------------------------------
 
 class Progress(msgspec.Struct, omit_defaults=True):
@@ -853,9 +981,11 @@ RESULTS: dict[str, type[Result]] = {
     "train.scan": RunFolders,
     "train.list": TrainJobs,
     "train.stop": TrainStopping,
+    "train.emergence": Emergence,
     "circuit.find": CircuitFound,
     "circuit.threshold": CircuitFound,
     "circuit.verify": CircuitVerified,
+    "sae.map": FeatureMap,
 }
 
 _encoder = msgspec.json.Encoder()

@@ -13,7 +13,9 @@ from typing import Callable
 from engine.handlers.circuits import circuit_find, circuit_threshold, circuit_verify
 from engine.handlers.basic import model_info, model_load, ping, predict, sleep, workspace
 from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
-from engine.handlers.training import train_follow, train_list, train_read, train_scan, train_start, train_stop
+from engine.handlers.geometry import sae_map
+from engine.handlers.training import (train_emergence, train_follow, train_list, train_read, train_scan, train_start,
+                                      train_stop)
 from engine.handlers.trees import tree_ablate, tree_check, tree_expand, tree_open
 from engine.jobs import Cancelled, Job
 
@@ -30,10 +32,12 @@ HANDLERS: dict[str, Callable] = {
     "train.list": train_list,
     "train.follow": train_follow,
     "train.stop": train_stop,
+    "train.emergence": train_emergence,
     "sae.open": sae_open,
     "feature.page": feature_page,
     "feature.live": feature_live,
     "feature.search": feature_search,
+    "sae.map": sae_map,
     "tree.open": tree_open,
     "tree.expand": tree_expand,
     "tree.check": tree_check,

@@ -127,6 +127,14 @@ class ActivationSource:
             return
         self._next = (index, self._pool.submit(self._compute, index, self._stop_if_closed))
 
+    def settle(self) -> None:
+        """Wait for the chunk being prefetched and keep it: the model is then free for
+        other passes (an evaluation's hooks must not meet the prefetch's)."""
+        if self._next is not None:
+            index, future = self._next
+            self._next = None
+            self._cache[index] = future.result()
+
     def _stop_if_closed(self) -> None:
         if self._closed:
             raise _Closed()

@@ -263,6 +263,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float)
                 r.log.flush()  # every line up to a checkpoint is on disk before it
                 ckpt.save_checkpoint(r.dir, done, r.sae, r.trainer, r.tracker)
             if r.cfg.eval_every and done % r.cfg.eval_every == 0 and done < r.cfg.steps:
+                source.settle()  # the evaluation runs the model with hooks: no prefetch alongside
                 rec = {"kind": "eval", "step": step, **_evaluate_training(r, source.lm, check)}
                 r.log.write(rec)
                 on_record(i, rec)

@@ -132,7 +132,7 @@ class SparseStep:
         n, d_sae = hidden.shape
         if self.batch_topk:  # sae_lens: ReLU, then the top k * n of the whole batch
             k = int(self.sae.cfg.k * n)
-            values, flat = hidden.relu().flatten().topk(k)
+            values, flat = hidden.relu().flatten().topk(k, sorted=False)
             flat, order = flat.sort()
             return flat // d_sae, flat % d_sae, values[order]
         values, cols = hidden.topk(self.sae.cfg.k, dim=-1, sorted=False)
