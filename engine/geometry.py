@@ -143,8 +143,23 @@ def read_density(folder: Path | None) -> np.ndarray | None:
     return np.where(np.isfinite(values), values, -10.0)
 
 
+def ensure_emergence(folder: Path | None) -> None:
+    """A finished run with decoder snapshots but no `emergence.json` yet: compute it
+    (engine/train/emergence.py writes it)."""
+    if folder is None or (Path(folder) / "emergence.json").exists():
+        return
+    from engine.train.snapshots import list_snapshots
+
+    folder = Path(folder)
+    if (folder / "saescope.json").exists() and (folder / "cfg.json").exists() and list_snapshots(folder):
+        from engine.train.emergence import emergence
+
+        emergence(folder)
+
+
 def read_emergence(folder: Path | None, d_sae: int) -> list[int | None] | None:
     """The step after which each feature stayed formed, from `emergence.json`, or None."""
+    ensure_emergence(folder)
     path = None if folder is None else folder / "emergence.json"
     if path is None or not path.exists():
         return None
@@ -163,6 +178,8 @@ def check_color(folder: Path | None, color: str) -> None:
     """A `UserError` when `color` cannot be drawn for the SAE in `folder`."""
     if color not in COLORS:
         raise UserError(f"unknown colouring {color!r}: use {' or '.join(COLORS)}")
+    if color == "emergence":
+        ensure_emergence(folder)
     if color == "emergence" and (folder is None or not (Path(folder) / "emergence.json").exists()):
         raise UserError(f"the run in {folder or 'this SAE'} has no emergence record (emergence.json): "
                         "train it with decoder snapshots to colour by emergence")
