@@ -81,8 +81,10 @@ def test_ablate_uninterpretable_prints_a_table_and_checks_the_position(saes):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "beyond the prompt" in bad.stderr
 
 
-def test_circuit_json_and_bad_input(saes):
-    args = ["circuit", "--task", "was_were", "--sae", str(saes["resid_mid-topk"]), "--sae", str(saes["mlp_out-topk"])]
+def test_circuit_json_and_bad_input(saes, tmp_path):
+    small = tmp_path / "was_were_12.jsonl"  # the shipped task's first 12 pairs: the command, not the figures
+    small.write_text("".join((WEIGHTS_DIR / "tasks" / "was_were.jsonl").read_text().splitlines(True)[:12]))
+    args = ["circuit", "--task", str(small), "--sae", str(saes["resid_mid-topk"]), "--sae", str(saes["mlp_out-topk"])]
     r = run_saescope(*args, "--threshold", "0.05", "--features-only", "--sweep", "--max-nodes", "60", "--points", "4",
                      "--verify", "3", "--json", timeout=300)
     assert r.returncode == 0, r.stderr

@@ -94,6 +94,15 @@ def test_a_runs_curve_against_an_independent_computation(seeds):
     assert (run / "emergence.json").exists()  # cached for the feature map
 
 
+def test_a_run_trained_by_the_sparse_step_loads_in_sae_lens(seeds):
+    from sae_lens import SAE, TopKSAE
+
+    sae = SAE.load_from_disk(str(seeds[0]))
+    assert isinstance(sae, TopKSAE) and sae.cfg.d_sae == 64 and sae.cfg.metadata.hook_name == HOOK
+    x = torch.randn(10, sae.cfg.d_in)
+    assert ((sae.encode(x) != 0).sum(-1) <= 8).all()
+
+
 def test_two_seeds_share_a_fraction_of_their_features(seeds):
     result = emergence(seeds[0], against=seeds[1], shared_threshold=0.7)
     assert [p.step for p in result.shared] == list(range(0, 17, 2))

@@ -135,7 +135,9 @@ def test_bad_corpus_and_context_are_error_replies(setup, tmp_path):
 
 def test_circuit_requests(setup, tmp_path):
     engine, _, up, down = setup
-    found, events = ok(engine, "c1", "circuit.find", circuit="c", task="was_were", saes=[up, down], points=4,
+    small = tmp_path / "was_were_12.jsonl"  # the shipped task's first 12 pairs: the protocol, not the figures
+    small.write_text("".join((REPO / "weights/tasks/was_were.jsonl").read_text().splitlines(True)[:12]))
+    found, events = ok(engine, "c1", "circuit.find", circuit="c", task=str(small), saes=[up, down], points=4,
                        max_nodes=40, timeout=300)
     assert events and found["nodes"] and found["curve"] and found["complete"]
     assert found["figures"]["nodes"] == len(found["nodes"])
