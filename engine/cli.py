@@ -135,6 +135,7 @@ def train(
     d_sae: int = typer.Option(2048, "--d-sae", help="Number of features."),
     k: int = typer.Option(32, "--k", help="Active features per token (topk, batchtopk)."),
     l1: float = typer.Option(5.0, "--l1", help="Sparsity coefficient (relu: L1; jumprelu: L0)."),
+    threshold_init: float = typer.Option(0.1, "--threshold-init", help="Initial JumpReLU threshold (jumprelu)."),
     tokens: int = typer.Option(2_000_000, "--tokens", help="Training tokens."),
     seed: list[int] = typer.Option([0], "--seed", help="Initialisation seed; repeat for several."),
     lr: float = typer.Option(4e-4, "--lr", help="Peak learning rate."),
@@ -158,7 +159,7 @@ def train(
     dirs: list[Path] = []
     try:
         cfgs, dirs = plan_runs(hook=hook, archs=arch, seeds=seed, out=out, config=config, model=model,
-                               d_sae=d_sae, k=k, l1=l1, tokens=tokens, lr=lr, batch_size=batch_size,
+                               d_sae=d_sae, k=k, l1=l1, threshold_init=threshold_init, tokens=tokens, lr=lr, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, eval_every=eval_every,
                                eval_tokens=eval_tokens, context=context, snapshot_every=snapshot_every)
         results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device)

@@ -717,6 +717,9 @@ class TrainSettings(msgspec.Struct, frozen=True, kw_only=True):
     target L0 of the quadratic L0 penalty (jumprelu)."""
     l1: float = 5.0
     """L1 coefficient (relu) or coefficient of the L0 penalty (jumprelu)."""
+    threshold_init: float = 0.1
+    """Initial JumpReLU threshold, in units of the scaled input (jumprelu). It learns in
+    log space at about `lr` per step, so a far start takes thousands of steps."""
     tokens: int = 2_000_000
     """Training tokens (activations)."""
     seed: int = 0

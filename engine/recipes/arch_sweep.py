@@ -2,7 +2,8 @@
 
 Run `saescope recipe arch-sweep` (or `python -m engine.recipes.arch_sweep`). It trains
 ReLU SAEs over L1 coefficients and JumpReLU SAEs over L0-penalty coefficients on
-`blocks.0.hook_mlp_out` of the default model, all side by side from one model pass,
+`blocks.0.hook_mlp_out` of the default model (JumpReLU also over its initial threshold),
+all side by side from one model pass,
 evaluates each (explained variance, L0, CE score, dead fraction on held-out tokens),
 and writes the table to `weights/saes/SWEEP.md` and `weights/saes/sweep.json`. For each
 architecture it picks the setting that meets the quality bar (explained variance
@@ -28,7 +29,12 @@ from engine.paths import WEIGHTS_DIR
 from engine.recipes.default_saes import OUT
 from engine.train.config import TrainConfig
 
-SWEEP = {"relu": [0.5, 1.0, 2.0, 4.0], "jumprelu": [3.0, 10.0, 30.0]}
+# (architecture, sparsity coefficient, initial JumpReLU threshold)
+# (JumpReLU at an initial threshold of 0.1 was swept over coefficients 3, 10 and 30 first:
+# its L0 stayed above 350, since the threshold learns in log space at about lr per step.)
+SWEEP = [("relu", 0.5, 0.1), ("relu", 1.0, 0.1), ("relu", 2.0, 0.1), ("relu", 4.0, 0.1),
+         ("jumprelu", 1.0, 0.5), ("jumprelu", 1.0, 1.5), ("jumprelu", 10.0, 0.5)]
+ARCHS = ("relu", "jumprelu")
 BAR = {"explained_variance": 0.8, "l0": 40, "dead_fraction": 0.1}
 
 
@@ -47,6 +53,18 @@ def choose(rows: list[dict]) -> dict:
     return max(sparse, key=lambda r: r["explained_variance"]) if sparse else min(rows, key=lambda r: r["l0"])
 
 
+def _merge(path: Path, new: list[dict]) -> list[dict]:
+    """The rows already in `sweep.json`, with this sweep's rows replacing any of the
+    same settings: sweeps add up (one architecture at a time, say)."""
+    key = lambda r: (r["arch"], r["coefficient"], r.get("threshold_init", 0.1), r["tokens"])  # noqa: E731
+    try:
+        old = json.loads(path.read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        old = []
+    fresh = {key(r) for r in new}
+    return [r for r in old if key(r) not in fresh] + new
+
+
 def main(argv: list[str] | None = None) -> None:
     from engine.train.runs import run_training_cli
 
@@ -54,26 +72,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokens", type=int, default=1_000_000)
     p.add_argument("--d-sae", type=int, default=1024)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR / "saes", help="where SWEEP.md and sweep.json go")
+    p.add_argument("--only", choices=ARCHS, help="sweep one architecture (its rows are added to sweep.json)")
     a = p.parse_args(argv)
     base = TrainConfig(hook=OUT, d_sae=a.d_sae, tokens=a.tokens, k=32, lr=1e-3, checkpoint_every=0,
                        eval_tokens=131_072, snapshot_every=-1)
-    cfgs = [replace(base, arch=arch, l1=c) for arch, coefs in SWEEP.items() for c in coefs]
+    cfgs = [replace(base, arch=arch, l1=c, threshold_init=t) for arch, c, t in SWEEP if a.only in (None, arch)]
     with tempfile.TemporaryDirectory(prefix="saescope-sweep-") as tmp:
-        dirs = [Path(tmp) / f"{c.arch}-{c.l1:g}" for c in cfgs]
+        dirs = [Path(tmp) / f"{c.arch}-{c.l1:g}-{c.threshold_init:g}" for c in cfgs]
         results = run_training_cli(cfgs, dirs, resume=False, as_json=False)
-    rows = [{"arch": c.arch, "coefficient": c.l1, "tokens": c.tokens,
+    rows = [{"arch": c.arch, "coefficient": c.l1, "threshold_init": c.threshold_init, "tokens": c.tokens,
              **{k: r[k] for k in ("explained_variance", "l0", "dead_fraction", "ce_loss_score")}}
             for c, r in zip(cfgs, results)]
-    chosen = {arch: choose([r for r in rows if r["arch"] == arch]) for arch in SWEEP}
+    rows = _merge(a.out / "sweep.json", rows)
+    chosen = {arch: choose([r for r in rows if r["arch"] == arch]) for arch in ARCHS if any(r["arch"] == arch for r in rows)}
     lines = ["# Sparsity sweep of the default ReLU and JumpReLU SAEs", "",
              f"`saescope recipe arch-sweep --tokens {a.tokens}`: `{OUT}`, d_sae {a.d_sae}, lr 1e-3, "
              f"batch 4096. ReLU: L1 coefficient; JumpReLU: coefficient of the quadratic L0 penalty "
              f"around a target L0 of 32. Bar: EV >= 0.8 at L0 < 40, under 10% dead.", "",
-             "| arch | coefficient | EV | L0 | dead | CE score | meets bar |", "|---|---|---|---|---|---|---|"]
+             "| arch | coefficient | initial threshold | EV | L0 | dead | CE score | meets bar |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['coefficient']:g} | {r['explained_variance']:.3f} | {r['l0']:.1f} | "
+        lines.append(f"| {r['arch']} | {r['coefficient']:g} | {r['threshold_init']:g} | {r['explained_variance']:.3f} | {r['l0']:.1f} | "
                      f"{r['dead_fraction']:.3f} | {r['ce_loss_score']:.3f} | {'yes' if meets_bar(r) else 'no'} |")
-    lines += ["", "Chosen: " + ", ".join(f"{arch} {r['coefficient']:g}" + ("" if meets_bar(r) else " (misses the bar)")
+    lines += ["", "Chosen: " + ", ".join(f"{arch} {r['coefficient']:g} (threshold {r['threshold_init']:g})"
+                                         + ("" if meets_bar(r) else " (misses the bar)")
                                          for arch, r in chosen.items()), ""]
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "SWEEP.md").write_text("\n".join(lines))

@@ -37,6 +37,8 @@ class TrainConfig(TrainSettings, frozen=True, kw_only=True):
             raise UserError(f"--context must be at least 2 tokens (or 0 for the default), got {self.context}")
         if self.snapshot_every < -1:
             raise UserError(f"--snapshot-every must be -1 (none), 0 (automatic) or a number of steps, got {self.snapshot_every}")
+        if self.threshold_init <= 0:
+            raise UserError(f"--threshold-init must be positive, got {self.threshold_init}")
         if self.l1 < 0 or self.lr <= 0:
             raise UserError("--l1 must be >= 0 and --lr > 0")
 
@@ -108,7 +110,7 @@ def sae_lens_config(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, de
         # to land near `k` active features.
         return JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l1, l0_warm_up_steps=cfg.steps // 20,
                                          jumprelu_sparsity_loss_mode="quadratic", target_l0=cfg.k,
-                                         jumprelu_init_threshold=0.1, **common)
+                                         jumprelu_init_threshold=cfg.threshold_init, **common)
     if cfg.arch == "topk":
         return TopKTrainingSAEConfig(k=cfg.k, **common)
     return BatchTopKTrainingSAEConfig(k=cfg.k, **common)
