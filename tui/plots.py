@@ -1,5 +1,6 @@
-"""Training plots drawn with plotext as ANSI text: metric curves and the firing-density
-histogram, at a given size in terminal cells.
+"""Training plots as ANSI text at a given size in terminal cells: metric curves, the
+emergence curve and the firing-density histogram (plotext), and the density histogram
+over training as a shaded grid (plain characters).
 
 No Textual here: widgets turn the text into a `rich.text.Text` with `from_ansi`.
 
@@ -14,6 +15,13 @@ Notes
 - Ticks are placed here: x at round token counts labelled `256k`, `2M` (plotext's
   own `2.6e2`, `8.6e4` are hard to read at a glance), y at round values at least
   1.5 rows apart (plotext drops labels that collide).
+- Density over time: rows are the histogram's bins, densest on top, two bins a
+  row (upper and lower half blocks), neighbouring bins' counts added when the
+  rows are too few (drawing, like a bar chart's bins); columns are the histograms
+  in time order (thinned evenly to the width, the first and the last kept). A
+  cell's shade grows with the square root of its count (the few features in a
+  rare bin stay visible beside the crowded ones); the bottom row, in red, is the
+  features that did not fire in the window at all.
 """
 
 from __future__ import annotations
@@ -143,6 +151,103 @@ def curves(series: list[Series], width: int, height: int, title: str, log_y: boo
         f.ruler("x").lim(0, hi)
         f.ruler("x").ticks(ticks, [tokens_label(t) for t in ticks])
     return f.build().string().rstrip("\n")
+
+
+def formed(series: list[Series], baselines: list[tuple[float, int]], width: int, height: int,
+           title: str) -> str:
+    """Emergence curves (fraction of features formed, one line per run against tokens,
+    y from 0 to 100%), and each run's random-dictionary baseline `(value, colour)` as a
+    dotted flat line."""
+    series = [Series(*thin(s.xs, s.ys, 2 * width), s.colour) for s in series if s.xs]
+    if width < MIN_WIDTH or height < MIN_HEIGHT or not series:
+        return _placeholder(width, height, title, "no emergence yet" if height >= 2 else "")
+    f = plt.figure
+    f.clear()
+    f.theme("simple")
+    f.plot_size(width, height)
+    f.title(title[:width])  # (plotext leaves out a title wider than the plot)
+    hi = max(max(s.xs) for s in series)
+    dots = max(2, (width - 6) // 3)  # a dot every third column: dotted, not a curve
+    for value, colour in baselines:
+        xs = [hi * i / (dots - 1) for i in range(dots)]
+        f.draw(f.signal(xs, [value] * dots, marker=plt.marker("braille", pixel=plt.pixel(foreground=colour))))
+    for s in series:
+        sig = f.signal(s.xs, s.ys, marker=plt.marker("braille", pixel=plt.pixel(foreground=s.colour)))
+        sig.lines()
+        f.draw(sig)
+    f.ruler("y").lim(0, 1)
+    y_ticks = [0, 0.5, 1] if height - 4 >= 3 else [0, 1]
+    f.ruler("y").ticks(y_ticks, [f"{t:.0%}" for t in y_ticks])
+    if hi > 0:
+        ticks = nice_ticks(0, hi, 5, min_step=8 * hi / max(1, width - 8))
+        f.ruler("x").lim(0, hi)
+        f.ruler("x").ticks(ticks, [tokens_label(t) for t in ticks])
+    return f.build().string().rstrip("\n")
+
+
+SHADES = tuple(range(237, 256, 2))  # grey ramp, dark to light: more features, brighter
+DEAD_SHADES = (52, 88, 124, 160, 196)  # the not-fired row: dark to bright red
+LABEL_WIDTH = 5
+
+
+def _shade(count: int, top: int, ramp: tuple[int, ...]) -> int | None:
+    if count <= 0:
+        return None
+    return ramp[min(len(ramp) - 1, math.ceil(math.sqrt(count / top) * len(ramp)) - 1)]
+
+
+def _cell(upper: int | None, lower: int | None) -> str:
+    """One character for two stacked shades (None: empty) with half blocks."""
+    if upper is None and lower is None:
+        return " "
+    if lower is None:
+        return f"\x1b[38;5;{upper}m▀\x1b[0m"
+    if upper is None:
+        return f"\x1b[38;5;{lower}m▄\x1b[0m"
+    return f"\x1b[38;5;{upper};48;5;{lower}m▀\x1b[0m"
+
+
+def density_time(points: list[tuple[int, DensityHistogram]], width: int, height: int, title: str) -> str:
+    """The firing-density histogram over training: `points` are (tokens, histogram) in
+    time order; rows are density bins (densest on top, labelled with the log10 density
+    at their top edge), the last row the features not fired in the window."""
+    cols = width - LABEL_WIDTH
+    rows = height - 3  # less the title, the not-fired row and the token labels
+    if not points or cols < 4 or rows < 2:
+        return _placeholder(width, height, title, "no histogram yet" if height >= 2 else "")
+    n = min(len(points), cols)  # evenly spaced, the first and the last kept
+    shown = [points[round(i * (len(points) - 1) / (n - 1))] for i in range(n)] if n > 1 else points[-1:]
+    edges = shown[-1][1].edges
+    bins = len(edges) - 1
+    per = math.ceil(bins / (2 * rows))  # bins merged into one half-row cell
+    cells = math.ceil(bins / per)
+    # cell i (0 on top) holds bins [lo, hi) counted from the densest end
+    spans = [(max(0, bins - (i + 1) * per), bins - i * per) for i in range(cells)]
+    grid = [[sum(h.counts[lo:hi]) for lo, hi in spans] for _, h in shown]
+    dead = [h.never_fired for _, h in shown]
+    top = max(max(max(col) for col in grid), max(dead), 1)
+    width_each = max(1, min(8, cols // len(shown)))
+    lines = [title.center(width)[:width]]
+    used = math.ceil(cells / 2)
+    every = math.ceil(used / 8)  # at most about 8 labels
+    for r in range(used):
+        label = f"{edges[spans[2 * r][1]]:g}" if r % every == 0 else ""
+        row = []
+        for col in grid:
+            upper = _shade(col[2 * r], top, SHADES)
+            lower = _shade(col[2 * r + 1], top, SHADES) if 2 * r + 1 < cells else None
+            row.append(_cell(upper, lower) * width_each)
+        lines.append(label.rjust(LABEL_WIDTH - 1) + " " + "".join(row))
+    row = []
+    for count in dead:
+        shade = _shade(count, top, DEAD_SHADES)
+        row.append((f"\x1b[38;5;{shade}m█\x1b[0m" if shade is not None else "·") * width_each)
+    lines.append("none".rjust(LABEL_WIDTH - 1) + " " + "".join(row))
+    first, last = tokens_label(shown[0][0]), tokens_label(shown[-1][0])
+    span = width_each * len(shown)
+    both = len(shown) > 1 and span >= len(first) + len(last) + 1
+    lines.append(" " * LABEL_WIDTH + (first + last.rjust(span - len(first)) if both else last))
+    return "\n".join(line for line in lines[:height])
 
 
 def _positive(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:

@@ -24,14 +24,15 @@ from tui.training import HOOK_FIELD, tokens_label
 _FIELDS = {f.name: f for f in msgspec.structs.fields(TrainSettings)}
 INT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is int)
 FLOAT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is float)
+AUTOMATIC_ZERO = ("context", "snapshot_every")  # 0 means "the engine chooses": shown empty
 
 
 def form_default(name: str) -> str:
     """What a form field starts with: `TrainSettings`'s default, as text (`2M` for tokens;
-    empty where the default means "automatic", like context 0)."""
+    empty where the default means "automatic": context 0, snapshot_every 0)."""
     f = _FIELDS[name]
     value = f.default
-    if value is msgspec.NODEFAULT or (name == "context" and value == 0):
+    if value is msgspec.NODEFAULT or (name in AUTOMATIC_ZERO and value == 0):
         return ""
     if name == "tokens":
         return tokens_label(value)

@@ -17,6 +17,10 @@ Notes
   steps; it only feeds the "step/total" column.
 - `version` counters (per run and for the book) move on every change, so views
   redraw only what changed, on a timer, never per event.
+- Feature emergence (`train.emergence`) is asked by the controller when a run's
+  `emergence_key` moves: a newer decoder snapshot, or the run finished since
+  (its reference turns from the latest snapshot to the final decoder). The answer
+  is kept whole; the views read its points as they are.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from typing import Callable, Literal, Optional
 
 import msgspec
 
-from engine.protocol import (DEFAULT_TRAIN_HOOK, TRAIN_ARCHITECTURES, DensityHistogram, RunEval, RunMetrics,
-                             RunRead, RunSummary, TrainJobInfo, TrainRecord, TrainSettings)
+from engine.protocol import (DEFAULT_TRAIN_HOOK, TRAIN_ARCHITECTURES, DensityHistogram, Emergence, RunEval,
+                             RunMetrics, RunRead, RunSummary, TrainJobInfo, TrainRecord, TrainSettings)
 
 ARCHITECTURES = TRAIN_ARCHITECTURES
 HOOK_FIELD = "hook"
@@ -70,6 +74,8 @@ class Run:
     steps: list[TrainRecord] = field(default_factory=list)
     evals: list[TrainRecord] = field(default_factory=list)
     histogram: DensityHistogram | None = None
+    histograms: list[TrainRecord] = field(default_factory=list)
+    """The step records that carry a `density_histogram` (every 10 steps): firing density over time."""
     final: RunEval | None = None
     error: str = ""
     shown: bool = True
@@ -79,6 +85,17 @@ class Run:
     engine_job: str = ""
     """The engine's id of the training process that trains (or trained) it."""
     version: int = 0
+    snapshot_step: int | None = None
+    """The step of the latest decoder snapshot recorded (None: none, e.g. trained with snapshot every -1)."""
+    emergence: Emergence | None = None
+    """The latest `train.emergence` answer."""
+    emergence_error: str = ""
+    """Why the latest `train.emergence` failed ('' when it did not)."""
+    emergence_for: tuple | None = None
+    """The `emergence_key` the latest answer (or error) was asked for."""
+    generation: int = 0
+    """Moves when the run's history starts over (a new start in its folder, a replay): an
+    emergence request asked before is stale."""
     _series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
 
     @property
@@ -118,19 +135,51 @@ class Run:
                 _append_point(xs, ys, record, SERIES[key])
             if record.density_histogram is not None:
                 self.histogram = record.density_histogram
+                if self.histograms and self.histograms[-1].step >= step:
+                    self.histograms = [r for r in self.histograms if r.step < step]
+                self.histograms.append(record)
         elif record.kind == "eval":
             self.evals = [r for r in self.evals if r.step < step] + [record]
+        elif record.kind == "snapshot":
+            self.snapshot_step = step
         self.version += 1
 
     def replay(self, records: list[TrainRecord], final: RunEval | None) -> None:
         """Start over from a metrics file (`train.read`): finished with its evaluation,
         else stopped until the caller knows better (its `state.json`)."""
-        self.steps, self.evals, self.histogram, self._series = [], [], None, {}
+        self.steps, self.evals, self.histogram, self.histograms, self._series = [], [], None, [], {}
+        self.snapshot_step, self.emergence_for = None, None  # asked again (a finished run's is cached)
+        self.generation += 1
         for record in records:
             self.add(record)
         self.final = final
         self.state = "finished" if final is not None else "stopped"
         self.error = ""
+        self.version += 1
+
+    def clear(self) -> None:
+        """Forget every record and answer: a new run in this folder."""
+        self.steps, self.evals, self.histogram, self.histograms, self.final = [], [], None, [], None
+        self.snapshot_step, self.emergence, self.emergence_error, self.emergence_for = None, None, "", None
+        self._series = {}
+        self.generation += 1
+
+    @property
+    def emergence_key(self) -> tuple | None:
+        """What an emergence answer depends on: the latest snapshot, and whether the run has
+        finished (its reference is then the final decoder). None: no snapshot to match."""
+        return None if self.snapshot_step is None else (self.snapshot_step, self.final is not None)
+
+    @property
+    def emergence_due(self) -> bool:
+        """`train.emergence` should be asked: the snapshots moved since the latest answer."""
+        return self.emergence_key is not None and self.emergence_key != self.emergence_for
+
+    def set_emergence(self, key: tuple | None, result: Emergence | None, error: str = "") -> None:
+        """The answer to a `train.emergence` asked at `key` (an error keeps the last curve)."""
+        self.emergence_for, self.emergence_error = key, error
+        if result is not None:
+            self.emergence = result
         self.version += 1
 
     def series(self, key: str) -> tuple[list[float], list[float]]:
@@ -221,7 +270,7 @@ class RunBook:
                             else settings_of(spec))
             run.state, run.error, run.job = "starting", "", job
             if not resume:
-                run.steps, run.evals, run.histogram, run.final = [], [], None, None
+                run.clear()
             job.runs.append(run)
             self.touch(run)
         return job
@@ -293,6 +342,20 @@ class RunBook:
         itself. Only their folders: the engine resumes each with its saved settings."""
         group = run.job.runs if run.job is not None else [run]
         return [{OUT: r.out} for r in group if r.resumable]
+
+
+# ---- feature emergence --------------------------------------------------------------------
+def formed_by(em: Emergence, fraction: float = 0.5) -> int | None:
+    """Training tokens at the first snapshot by which `fraction` of the features had formed
+    (a point of the engine's curve, not interpolated); None when no snapshot reached it."""
+    return next((p.tokens for p in em.points if p.formed >= fraction), None)
+
+
+def emergence_series(em: Emergence | None) -> tuple[list[float], list[float]]:
+    """(tokens, fraction formed) of the engine's emergence points."""
+    if em is None:
+        return [], []
+    return [p.tokens for p in em.points], [p.formed for p in em.points]
 
 
 # ---- formatting ---------------------------------------------------------------------------

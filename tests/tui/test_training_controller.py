@@ -4,7 +4,8 @@ link answers its requests, and the messages it posts are collected in a list.
 What is checked: bad form values and refused starts leave the runs as they were and
 say the whole error; stop and resume speak of "stopped" only; a folder of side-by-side
 runs reopens as one comparison; a lost engine leaves a run `unfollowed`; a new
-connection follows the live jobs and reads back the ended ones.
+connection follows the live jobs and reads back the ended ones; feature emergence is
+asked per snapshot, one request a run, and cancelled when nobody needs it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from engine.protocol import (RunEval, RunFolders, RunMetrics, RunRead, RunState, RunSummary, TrainJobInfo,
-                             TrainJobs, TrainRecord, TrainResult, TrainSettings, TrainStopping)
+from engine.protocol import (Emergence, EmergencePoint, RunEval, RunFolders, RunMetrics, RunRead, RunState,
+                             RunSummary, TrainJobInfo, TrainJobs, TrainRecord, TrainResult, TrainSettings,
+                             TrainStopping)
 from tui.client import EngineError, EngineGone, JobCancelled
 from tui.controllers.training import RunsToShow, TrainingController, TrainNote
 
@@ -242,5 +244,85 @@ def test_a_new_connection_follows_live_jobs_and_reads_back_ended_ones():
         assert b.state == "stopped" and len(b.steps) == 3
         assert c.note[0].startswith("finished a")
         assert not [line for line in link.logs if "Error" in line]
+
+    asyncio.run(main())
+
+
+def snapshot(run: int, done: int):
+    return SimpleNamespace(kind="metrics", data=RunMetrics(run, TrainRecord("snapshot", done - 1, tokens=done * 256)))
+
+
+def emergence(path: str, formed: list[float], reference: str = "latest") -> Emergence:
+    points = [EmergencePoint(2 * i, 512 * i, f, f, f, 1.0) for i, f in enumerate(formed)]
+    return Emergence(path=path, arch="topk", d_sae=32, reference=reference, reference_step=2 * len(formed),
+                     method="hungarian", threshold=0.9, points=points, baseline_matched=0.0,
+                     baseline_mean_cosine=0.1, emergence_step=[], first_fired_step=[])
+
+
+def test_emergence_is_asked_per_snapshot_one_request_a_run_and_cancelled_when_not_needed():
+    """Asked only while a view shows it; one request per run in flight, asked again when
+    snapshots came meanwhile; a hidden run's and a left view's requests cancelled; an
+    error kept as the run's note until its next snapshot."""
+    asked: list[tuple[str, asyncio.Future]] = []
+    events: list = []
+    finish = asyncio.Event()
+
+    async def start(params, on_event):
+        events.append(on_event)
+        for run in (0, 1):
+            on_event(metrics(run, 0))
+            on_event(snapshot(run, 1))
+        await finish.wait()
+        return TrainResult(job="j1", runs=[RunEval("pair/topk"), RunEval("pair/relu")])
+
+    async def emerge(params, on_event):
+        answer = asyncio.get_running_loop().create_future()
+        asked.append((params["path"], answer))
+        return await answer
+
+    async def main():
+        link = FakeLink(**{"train.start": start, "train.emergence": emerge})
+        c, _ = controller(link)
+        c.emergence_every = 0.0  # (2 s between a run's requests in the app)
+        job = c.submit(TINY, ["topk", "relu"], "pair")
+        topk, relu = job.runs
+        await settle()
+        assert asked == [] and topk.emergence_due  # no view shows it yet
+        c.want_emergence(True)
+        await settle()
+        assert [p for p, _ in asked] == ["pair/topk", "pair/relu"]
+        events[0](snapshot(0, 3))  # while both are in flight: nothing more asked
+        events[0](snapshot(1, 3))
+        await settle()
+        assert len(asked) == 2
+        asked[0][1].set_result(emergence("pair/topk", [0.0, 0.5]))
+        await settle()
+        assert topk.emergence.points[-1].formed == 0.5 and [p for p, _ in asked][2:] == ["pair/topk"]
+        asked[1][1].set_exception(EngineError("pair/relu has no decoder snapshots"))
+        await settle()
+        assert relu.emergence is None and relu.emergence_error == "pair/relu has no decoder snapshots"
+        assert [p for p, _ in asked][3:] == ["pair/relu"]  # its snapshot 3 came meanwhile: asked again
+
+        c.toggle_shown("pair/relu")  # hidden: its request goes
+        await settle()
+        assert asked[3][1].cancelled() and not asked[2][1].cancelled()
+        c.want_emergence(False)  # no view shows it: the rest goes too
+        await settle()
+        assert asked[2][1].cancelled() and not c.emerging
+
+        c.want_emergence(True)  # back: what is still due is asked, once
+        await settle()
+        assert [p for p, _ in asked][4:] == ["pair/topk"]
+        asked[4][1].set_result(emergence("pair/topk", [0.0, 0.5, 0.75]))
+        await settle()
+        assert len(asked) == 5 and not topk.emergence_due
+        finish.set()  # finished: matched against the final decoder, asked once more
+        await settle()
+        assert topk.state == "finished" and [p for p, _ in asked][5:] == ["pair/topk"]
+        asked[5][1].set_result(emergence("pair/topk", [0.0, 0.5, 1.0], "final"))
+        await settle()
+        assert topk.emergence.reference == "final" and len(asked) == 6 and not c.emerging
+        c.close()
+        await settle()
 
     asyncio.run(main())

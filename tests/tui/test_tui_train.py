@@ -3,7 +3,9 @@ values, tiny runs started from the form (two side by side, and a second job at
 once), live table and curves, keys answering while runs train, final metrics in
 the comparison, replaying a finished folder, a start into a folder that holds a
 run (the whole error, wrapped, and the table keeps its rows), the folder of
-side-by-side runs reopened as one comparison, and stopping and resuming a run.
+side-by-side runs reopened as one comparison, feature emergence growing live as
+decoder snapshots arrive (then the compare view's emergence rows, the density over
+time and the feature map of a finished run), and stopping and resuming a run.
 
 Notes
 - One app (one engine, one model load) goes through every step, each a function
@@ -11,7 +13,10 @@ Notes
 - Runs are tiny (d_sae 32, k 4, 2048 tokens in batches of 256, 512 eval tokens)
   and write under pytest's tmp_path, never into the repository's `runs/`.
 - Expected values come from the engine's own files (`metrics.jsonl`, `eval.json`,
-  `checkpoint/position.json`), read here independently of the app.
+  `checkpoint/position.json`, `emergence.json`), read here independently of the app.
+- `SAESCOPE_TEST_STEP_DELAY` names a file with the seconds each training step
+  waits (0 but while the emergence step watches its curve grow), read by the
+  training processes the engine starts.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from pathlib import Path
 import msgspec
 from rich.text import Text
 
-from engine.protocol import DensityHistogram, RunEval
-from tui.training import FINAL_METRICS, fmt
-from tui.widgets.compare_table import dead_cell
-from tui.widgets.compare_table import CompareTable
+from engine.protocol import DensityHistogram, Emergence, RunEval
+from tui.screens.feature_map import FeatureMapScreen
+from tui.training import FINAL_METRICS, fmt, tokens_label
+from tui.widgets.compare_table import CompareTable, dead_cell
 from tui.widgets.plot_view import PlotView
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_form import TrainForm
@@ -38,8 +43,10 @@ TRAIN_TIMEOUT = 120.0
 TINY = dict(d_sae="32", k="4", tokens=str(256 * 8), batch_size="256", eval_tokens="512")
 
 
-def records(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+def records(folder: Path, kind: str = "step") -> list[dict]:
+    """The run's metrics lines of one kind (step, eval, snapshot)."""
+    lines = (json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines())
+    return [r for r in lines if r["kind"] == kind]
 
 
 def cell(table, row_key: str, column_key: str) -> str:
@@ -58,7 +65,12 @@ async def submit(pilot, form: TrainForm) -> None:
     await pilot.press("enter")
 
 
-def test_training_pane(make_app, model_loaded, wait_until, tmp_path):
+def test_training_pane(make_app, model_loaded, wait_until, tmp_path, monkeypatch):
+    delay = tmp_path / "step-delay"
+    delay.write_text("0")
+    monkeypatch.setenv("SAESCOPE_TEST_STEP_DELAY", str(delay))
+    pca_map(monkeypatch)
+
     async def main():
         app = make_app()
         async with app.run_test(size=(80, 24)) as pilot:
@@ -66,6 +78,7 @@ def test_training_pane(make_app, model_loaded, wait_until, tmp_path):
             await bad_values(pilot, wait_until, tmp_path)
             await side_by_side_compare_and_replay(pilot, wait_until, tmp_path)
             await taken_folders_and_reopened_comparison(pilot, wait_until, tmp_path)
+            await emergence_compare_and_map(pilot, wait_until, tmp_path, delay)
             await stop_and_resume(pilot, wait_until, tmp_path)
             await quit_asks_and_leaves_training_running(pilot, wait_until, tmp_path)
         # The app has quit; the run it left running goes on, in its own process.
@@ -145,7 +158,7 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     form.fill(archs=["batchtopk"], out=str(tmp_path / "solo"), context="64", **TINY)
     await submit(pilot, form)
     outs = [str(tmp_path / "pair" / "relu"), str(tmp_path / "pair" / "topk"), str(tmp_path / "solo")]
-    assert [r.out for r in pane.book.ordered()] == outs
+    assert [r.out for r in pane.book.ordered()] == outs, (pane.info, list(app.link.finished))
 
     await wait_until(pilot, lambda: any(r.state == "running" for r in pane.book.ordered()),
                      TRAIN_TIMEOUT, "the first metrics")
@@ -170,7 +183,7 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
         t0 = time.monotonic()
         await pilot.press(key)
         await wait_until(pilot, check, 1.0, f"the app to answer {key!r}")
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 1.0, key
     assert app.query_one(ViewBar).current == "curves"
 
     await wait_until(pilot, lambda: all(r.state == "finished" for r in pane.book.ordered()),
@@ -206,7 +219,7 @@ async def side_by_side_compare_and_replay(pilot, wait_until, tmp_path) -> None:
     replayed = pane.book.runs[topk]
     await wait_until(pilot, lambda: len(replayed.steps) == 8, 10, "the replay")
     await pilot.pause(0.3)
-    recs = [r for r in records(Path(topk)) if r["kind"] == "step"]
+    recs = records(Path(topk))
     assert [r.step for r in replayed.steps] == [r["step"] for r in recs]
     last = recs[-1]
     assert cell(table, topk, "step") == "8/8"
@@ -267,6 +280,84 @@ async def taken_folders_and_reopened_comparison(pilot, wait_until, tmp_path) -> 
     await pilot.press("space")
     await wait_until(pilot, lambda: len(compare.columns) == 4, 2, "solo back in the comparison")
     await pilot.press("c")
+
+
+opened_maps: list[str] = []
+
+
+def pca_map(monkeypatch) -> None:
+    """The map key opens the real map screen, by PCA: UMAP's first call compiles for
+    half a minute on a busy box (the key itself asks for `auto`)."""
+    import tui.widgets.train_pane as train_pane
+    from tui.screens import feature_map
+
+    def open_pca(app, path):
+        opened_maps.append(path)
+        return feature_map.open_feature_map(app, path, method="pca", clusters=4)
+
+    monkeypatch.setattr(train_pane, "open_feature_map", open_pca)
+
+
+async def emergence_compare_and_map(pilot, wait_until, tmp_path, delay: Path) -> None:
+    """Two runs with a snapshot every 2 steps: the emergence view grows while they train
+    (slowed down until it has); finished, it is matched to the final decoder and equals
+    the engine's `emergence.json`; the compare view's emergence rows; the firing view's
+    density over time; `p` on a training run says no, on a finished one opens its map."""
+    app = pilot.app
+    pane = app.query_one(TrainPane)
+    folder = tmp_path / "emerge"
+    outs = [str(folder / "relu"), str(folder / "topk")]  # the form's order
+    delay.write_text("0.2")
+    form = await open_form(pilot, pane)
+    form.fill(archs=["topk", "relu"], out=str(folder), snapshot_every="2", **{**TINY, "tokens": str(256 * 16)})
+    await submit(pilot, form)
+    relu, topk = (pane.book.runs[o] for o in outs)
+    assert pane.runs_table.selected == outs[0] and relu.state == "starting"
+    await pilot.press("p")  # not finished: a notification, no map
+    assert not isinstance(app.screen, FeatureMapScreen)
+    assert "needs a finished run" in [n.message for n in app._notifications][-1]
+
+    await pilot.press("e")
+    plot = app.query_one("#emergence-plot", PlotView)
+    await wait_until(pilot, lambda: topk.emergence is not None, TRAIN_TIMEOUT, "a first emergence answer")
+    first = len(topk.emergence.points)
+    assert topk.emergence.reference == "latest" and topk.state == "running"
+    await wait_until(pilot, lambda: len(topk.emergence.points) > first and "┤" in plot.drawn, TRAIN_TIMEOUT,
+                     "the curve to grow with the next snapshots")
+    assert "features formed" in plot.drawn and "100%" in plot.drawn
+    assert "to the latest snapshot until finished" in str(app.query_one("#emergence-note").render())
+    delay.write_text("0")
+    await wait_until(pilot, lambda: all(r.state == "finished" and r.emergence is not None
+                                        and r.emergence.reference == "final" for r in (topk, relu)),
+                     TRAIN_TIMEOUT, "both runs finished and matched to their final decoders")
+    cached = {o: json.loads((Path(o) / "emergence.json").read_text()) for o in outs}
+    for out, run in zip(outs, (relu, topk)):
+        assert run.emergence == msgspec.convert(cached[out], Emergence)
+        assert len(run.emergence.points) == len(list((Path(out) / "snapshots").iterdir())) == 9
+    await pilot.pause(0.3)  # a redraw tick
+    assert "to the final decoder" in plot.drawn and not app.query_one("#emergence-note").display
+
+    await pilot.press("m")
+    compare = app.query_one(CompareTable)
+    await wait_until(pilot, lambda: outs[0] in [str(c.value) for c in compare.columns], 2, "the comparison")
+    for out in outs:
+        points = cached[out]["points"]
+        half = next((p["tokens"] for p in points if p["formed"] >= 0.5), None)
+        assert cell(compare, "formed_half", out) == ("–" if half is None else tokens_label(half))
+        assert cell(compare, "fired", out) == fmt(points[-1]["fired"], "pct")
+
+    await pilot.press("f")
+    await pilot.pause(0.3)
+    over_time = app.query_one("#firing-time", PlotView).drawn
+    assert "none" in over_time and any(ch in over_time for ch in "▀▄")
+
+    await pilot.press("p")  # finished: its feature map
+    await wait_until(pilot, lambda: isinstance(app.screen, FeatureMapScreen) and app.screen.fmap is not None, 60,
+                     "the finished run's map")
+    assert opened_maps[-1] == outs[0] and app.screen.fmap.d_sae == 32 and app.screen.fmap.clusters
+    await pilot.press("escape")
+    await pilot.press("c")  # no view shows emergence: nothing asked, nothing in flight
+    assert not pane.controller.emerging
 
 
 async def stop_and_resume(pilot, wait_until, tmp_path) -> None:

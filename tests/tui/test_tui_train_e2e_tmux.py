@@ -1,8 +1,9 @@
 """End to end: two SAE runs started from the Training pane of the real `saescope`
 command in tmux at 80x24, typed at like a person, training side by side with
 their curves on screen, then a quit while they train that stops them
-(checkpointed); and a run that outlives the app and its engine. Uses the helpers
-of `test_tui_e2e_tmux`.
+(checkpointed); a run that outlives the app and its engine; and feature emergence
+growing live in the emergence view, then the feature map of a finished run. Uses
+the helpers of `test_tui_e2e_tmux`.
 
 Notes
 - Keys go one `send-keys` at a time with a short pause: a burst of keys in one
@@ -31,7 +32,7 @@ def keys(t: Tmux, *sequence: str, pause: float = 0.1) -> None:
         time.sleep(pause)
 
 
-def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):
+def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):  # noqa: F811 (a fixture)
     tmux.start(f"bash -c {shlex.quote(f'cd {shlex.quote(str(tmp_path))} && exec saescope')}")
     tmux.wait_for("mini-gelu-1l")
     keys(tmux, "C-p")
@@ -92,7 +93,7 @@ def _step(screen: str, name: str) -> int | None:
     return None
 
 
-def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
+def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):  # noqa: F811 (a fixture)
     """A run started from the Training pane; its engine (reached through a command, as
     over ssh) killed with SIGKILL: `r` starts another, which finds the run still
     training. Then ctrl+q, "l": the app quits, the run goes on; the app opened again
@@ -171,4 +172,81 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):
     last = _step(screen, name)
     assert first is not None and last == 312 and last > first, screen
     assert (folder / "eval.json").exists()
+    quit_cleanly(tmux)
+
+
+# The engine for the emergence walk: umap-learn hidden, so the feature map is a PCA
+# (UMAP's first call in a process compiles for about half a minute on a busy box).
+PCA_ENGINE = """import runpy, sys
+sys.modules["umap"] = None  # importlib.util.find_spec("umap") is None: the map's auto method takes PCA
+sys.argv = ["saescope", "engine", "serve", "--stdio"]
+runpy.run_module("engine", run_name="__main__", alter_sys=True)
+"""
+
+
+def _emergence_plot(screen: str) -> str:
+    """The emergence view's plot: the lines from its title down to its token labels."""
+    lines = screen.splitlines()
+    top = next((i for i, line in enumerate(lines) if "features formed" in line), None)
+    return "" if top is None else "\n".join(lines[top:top + 14])
+
+
+def test_emergence_grows_and_a_finished_runs_feature_map_in_tmux(tmux, tmp_path):  # noqa: F811 (a fixture)
+    """TopK and ReLU side by side (d_sae 64, 40 steps of 256, a snapshot every 2 steps):
+    the emergence view's curves grow while they train, are matched to the final
+    decoders once they finish, and `p` shows the feature map's clusters."""
+    engine = tmp_path / "pca_engine.py"
+    engine.write_text(PCA_ENGINE)
+    delay = tmp_path / "step-delay"
+    delay.write_text("0.3")  # slow steps until the curve has been seen growing
+    app = (f"cd {shlex.quote(str(tmp_path))} && SAESCOPE_TEST_STEP_DELAY={shlex.quote(str(delay))} "
+           f"exec saescope --engine {shlex.quote(f'{sys.executable} {engine}')}")
+    tmux.start(f"bash -c {shlex.quote(app)}")
+    tmux.wait_for("mini-gelu-1l")
+    keys(tmux, "C-p")
+    keys(tmux, "Start training", pause=1.0)
+    keys(tmux, "Enter")
+    tmux.wait_for("snap every", 10)
+    # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens, (out), snap every
+    keys(tmux, "64", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "10240", "Tab", "256", "Tab", "Tab", "512",
+         "Tab", "Tab", "2", pause=0.3)
+    keys(tmux, *["BTab"] * 14, "Space")  # back to the first architecture, relu: tick it (topk already is)
+    keys(tmux, *["Tab"] * 4, "Enter")  # to d_sae, and start
+    tmux.wait_for("relu-b0-mlp_out-1", 10)
+    keys(tmux, "e")
+
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    first = ""
+    while True:  # two pictures of the curves while they train, the second one grown
+        screen = tmux.screen()
+        plot = _emergence_plot(screen)
+        live = "until finished" in screen and " running" in screen and sum(ch in plot for ch in "⠁⠂⠄⡀⠒⠤⣀⠉") >= 2
+        if live and not first:
+            first = plot
+        elif live and plot != first:
+            break
+        assert time.monotonic() < deadline, f"no growing emergence curve; the screen:\n{screen}"
+        time.sleep(0.25)
+    lines = screen.splitlines()
+    assert len(lines) <= 24 and all(len(line) <= 80 for line in lines)
+    assert "features formed (cos ≥ 0.9 to the final decoder)" in screen and "100%" in screen
+    delay.write_text("0")
+
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    while (screen := tmux.screen()).count(" finished") < 2 or "until finished" in screen:
+        assert time.monotonic() < deadline, f"the runs did not finish; the screen:\n{screen}"
+        time.sleep(0.25)
+    for arch in ("relu", "topk"):
+        assert (tmp_path / "runs" / f"{arch}-b0-mlp_out-1" / "emergence.json").exists()
+
+    keys(tmux, "p")  # the selected run, relu (the first of the job), has finished: its map
+    screen = tmux.wait_for("64 features · PCA", 60)
+    assert "feature map of relu-b0-mlp_out-1" in screen
+    screen = tmux.wait_for("  1 ", 10)  # the clusters listed, largest first
+    assert re.search(r"^│\s+0\s+\d+ features", screen, re.M), screen
+    keys(tmux, "Escape")  # alone, and nothing sent until the map has gone (no Alt+key mix-up)
+    deadline = time.monotonic() + 10
+    while "feature map of" in (screen := tmux.screen()):
+        assert time.monotonic() < deadline, screen
+        time.sleep(0.2)
     quit_cleanly(tmux)

@@ -9,7 +9,7 @@ from rich.text import Text
 import msgspec
 
 from engine.protocol import DensityHistogram, RunEval, RunMetrics, RunRead, TrainRecord, TrainSettings
-from tui.plots import Series, curves, density, nice_ticks, thin
+from tui.plots import Series, curves, density, density_time, formed, nice_ticks, thin
 from tui.train_settings import FormError, form_default, parse_int, parse_settings, plan
 from tui.training import RunBook, fmt
 
@@ -85,8 +85,11 @@ def test_plots_fit_their_size(size):
     xs = [256 * i for i in range(1, 500)]
     text = curves([Series(xs, [100 / i for i in range(1, 500)], 39), Series(xs, [0.0] * 499, 208)], w, h,
                   "loss (log)", log_y=True)
-    hist = density(DensityHistogram([-8 + i / 4 for i in range(33)], [0] * 28 + [3, 9, 12, 8], 0), w, h, "firing")
-    for out in (text, hist, curves([], w, h, "nothing")):
+    one = DensityHistogram([-8 + i / 4 for i in range(33)], [0] * 28 + [3, 9, 12, 8], 0)
+    hist = density(one, w, h, "firing")
+    over_time = density_time([(256 * i, one) for i in range(300)], w, h, "over training")
+    emerged = formed([Series(xs, [i / 499 for i in range(499)], 39)], [(0.01, 39)], w, h, "features formed")
+    for out in (text, hist, over_time, emerged, curves([], w, h, "nothing"), density_time([], w, h, "none")):
         lines = Text.from_ansi(out).plain.split("\n")
         assert len(lines) <= h and all(len(line) <= w for line in lines)
 
@@ -106,4 +109,39 @@ def test_the_form_starts_with_the_engines_defaults():
     assert form_default("d_sae") == str(cfg.d_sae) and form_default("k") == str(cfg.k)
     assert form_default("l1") == str(cfg.l1) and form_default("checkpoint_every") == str(cfg.checkpoint_every)
     assert parse_int("tokens", form_default("tokens")) == cfg.tokens
-    assert form_default("context") == ""  # 0: automatic
+    assert form_default("context") == "" and form_default("snapshot_every") == ""  # 0: automatic
+
+
+def test_density_over_time_rows_are_bins_densest_on_top_and_the_not_fired_row_last():
+    edges = [-8 + i / 4 for i in range(33)]
+    early = DensityHistogram(edges, [0] * 31 + [10], never_fired=54)  # the densest bin, most not fired
+    late = DensityHistogram(edges, [10] + [0] * 31, never_fired=0)  # the rarest bin
+    lines = Text.from_ansi(density_time([(256, early), (10_240, late)], 30, 19, "over training")).plain.split("\n")
+    assert lines[0].strip() == "over training" and lines[1].startswith("   0 ")  # 16 rows: a bin a half row
+    assert lines[1][5] in "▀▄" and lines[1][5 + 12] == " "  # early: dense; late: not there
+    assert lines[16][5] == " " and lines[16][5 + 12] in "▀▄"  # the rarest bin: late only
+    assert lines[17].startswith("none █") and lines[17][5 + 12] == "·"
+    assert lines[18].split() == ["256", "10.2k"]
+
+
+def test_emergence_answers_are_read_off_the_engines_points():
+    from engine.protocol import Emergence, EmergencePoint
+    from tui.training import emergence_series, formed_by
+
+    points = [EmergencePoint(s, s * 256, f, f, 0.5, fired) for s, f, fired in
+              ((0, 0.0, 0.0), (2, 0.25, 0.5), (4, 0.5, 0.75), (6, 0.9, 1.0))]
+    em = Emergence(path="r", arch="topk", d_sae=4, reference="final", reference_step=6, method="hungarian",
+                   threshold=0.9, points=points, baseline_matched=0.0, baseline_mean_cosine=0.1,
+                   emergence_step=[], first_fired_step=[])
+    assert formed_by(em) == 1024 and formed_by(em, 0.95) is None
+    assert emergence_series(em) == ([0, 512, 1024, 1536], [0.0, 0.25, 0.5, 0.9])
+    book = RunBook()
+    job = book.start([{"hook": "h", "out": "r"}])
+    run = job.runs[0]
+    assert run.emergence_key is None and not run.emergence_due
+    book.metrics(job, m(0, TrainRecord("snapshot", 1, tokens=512)))
+    assert run.snapshot_step == 1 and run.emergence_due
+    run.set_emergence(run.emergence_key, em)
+    assert not run.emergence_due
+    book.finished(job, [RunEval("r")])
+    assert run.emergence_due  # now against the final decoder

@@ -36,6 +36,14 @@ Notes
   only their curves drawn, the compare view shown.
 - Requests run as asyncio tasks owned here; `close()` (the pane going away)
   cancels them.
+- Feature emergence (`train.emergence`) is asked only while a view that shows it
+  is on screen (`want_emergence`), for the shown runs whose snapshots moved since
+  their last answer (`Run.emergence_due`): at most one request per run in flight,
+  and one every `EMERGENCE_EVERY_S` (the engine matches every snapshot again each
+  time); snapshots that arrive meanwhile are asked for when it answers. A request
+  is cancelled (in the engine too) when its run is hidden, starts over, or no view
+  shows emergence any more. A finished run reopened from its folder is asked once
+  (the engine caches its answer, which also colours its feature map).
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ IDLE_HINT = "n starts a run · o reopens a run folder"
 MAX_LISTED = 20  # the engine's latest training jobs shown at connection
 STOP_TRIES = 20  # right after a start the job may not be registered yet: `train.stop` is asked again
 STOP_RETRY_S = 0.25
+EMERGENCE_EVERY_S = 2.0  # at most one `train.emergence` a run this often: it rematches every snapshot
 
 
 @dataclass
@@ -100,6 +109,11 @@ class TrainingController:
         """The folder the open dialog starts with: the last one opened."""
         self._tasks: set[asyncio.Task] = set()
         self._attach: asyncio.Task | None = None
+        self.emergence_wanted = False
+        """A view that shows feature emergence is on screen."""
+        self.emerging: dict[str, tuple[Run, int, asyncio.Task]] = {}
+        """The `train.emergence` requests in flight: run folder -> (run, its generation, task)."""
+        self.emergence_every = EMERGENCE_EVERY_S
 
     def say(self, text: str, error: bool = False) -> None:
         """Set the pane's message line (errors go to the log as well, where nothing is cut)."""
@@ -153,6 +167,7 @@ class TrainingController:
             self.say(f"{run.out} already holds a run (in the table, {run.state}): {then}", error=True)
             return None
         job = self.book.start(specs, resume)
+        self.sync_emergence()  # a run started over in a known folder: its old request is stale
         self.say(f"{'resuming' if resume else 'starting'} {_names(job.runs)}…")
         model = specs[0].get(MODEL)
         self._spawn(self._run_job(job, "train.start", {"runs": specs, "resume": resume},
@@ -163,7 +178,9 @@ class TrainingController:
         def on_event(event) -> None:
             if event.kind == "metrics":
                 if self.book.metrics(job, event.data) and all(r.state == "running" for r in job.runs):
-                    self.say(f"training {_names(job.runs)}: s stops, f shows firing density")
+                    self.say(f"training {_names(job.runs)}: s stops · e emergence · f firing density")
+                if event.data.record.kind == "snapshot":
+                    self.sync_emergence()
             elif event.kind == "log" and event.data.message:
                 self.link.log(f"train: {event.data.message}")
         return on_event
@@ -200,7 +217,8 @@ class TrainingController:
         else:
             job.engine_job = result.job
             self.book.finished(job, result.runs)
-            self.say(f"finished {who}: m compares them")
+            self.say(f"finished {who}: m compares them · p maps the selected one's features")
+            self.sync_emergence()  # now measured against the final decoder
 
     def _failed(self, job: Job, method: str, e: EngineError) -> None:
         if method == "train.start" and job.resume:
@@ -209,6 +227,7 @@ class TrainingController:
             self.book.ended(job, "failed", str(e))
         else:
             self.book.forget(job)
+            self.sync_emergence()
         self.say(str(e), error=True)
 
     # ---- stopping and resuming ----------------------------------------------------
@@ -284,6 +303,7 @@ class TrainingController:
         if run is not None:
             run.shown = not run.shown
             self.book.touch(run)
+            self.sync_emergence()
 
     # ---- reopening ----------------------------------------------------------------
     def open(self, path: str) -> None:
@@ -311,15 +331,70 @@ class TrainingController:
         for out, read in reads.items():
             self.book.opened(out, read)
         runs = [self.book.runs[out] for out in found.runs]
+        if len(runs) > 1:
+            self.book.show_only(found.runs)
+        self.sync_emergence()
         if len(runs) == 1:
             self._post(RunsToShow(found.runs))
             self.say(f"opened {runs[0].name}: {len(runs[0].steps)} steps, {_how(runs[0])}")
             return
-        self.book.show_only(found.runs)
         self._post(RunsToShow(found.runs, "compare"))
         states = collections.Counter(r.state for r in runs)
         how = ", ".join(f"{n} {state}" for state, n in states.items())
         self.say(f"opened {path}: {len(runs)} side-by-side runs ({how}) · c curves · space shows others")
+
+    # ---- feature emergence --------------------------------------------------------
+    def want_emergence(self, wanted: bool) -> None:
+        """A view that shows emergence came on screen (ask what is due) or went (cancel)."""
+        if wanted != self.emergence_wanted:
+            self.emergence_wanted = wanted
+            self.sync_emergence()
+
+    def sync_emergence(self) -> None:
+        """Cancel the requests nobody needs any more; ask for every shown run whose
+        emergence is due and has none in flight."""
+        for out, (run, generation, task) in list(self.emerging.items()):
+            if not (self.emergence_wanted and run.shown and self.book.get(out) is run
+                    and run.generation == generation):
+                task.cancel()  # the client tells the engine to cancel the job
+                del self.emerging[out]
+        if not self.emergence_wanted:
+            return
+        for run in self.book.ordered():
+            if run.shown and run.emergence_due and run.out not in self.emerging:
+                self.emerging[run.out] = (run, run.generation, self._spawn(self._emergence(run)))
+                self.book.touch(run)  # its note says it is being matched
+
+    async def _emergence(self, run: Run) -> None:
+        """Ask for `run`'s emergence until it is no longer due, at most once every
+        `emergence_every` seconds (a run may snapshot every step); cancelled by `sync_emergence`.
+
+        Sent on the client, not as a tracked job: a refresh every few seconds per run
+        would keep the status bar (and the footer, redrawn with it) busy; errors are the
+        run's note instead."""
+        loop = asyncio.get_running_loop()
+        while run.emergence_due:
+            started, key = loop.time(), run.emergence_key
+            client = self.link.client
+            try:
+                if client is None or not client.connected:
+                    raise EngineGone("the engine is not running")
+                result = await client.call("train.emergence", {"path": run.out})
+            except EngineGone as e:  # still due: asked again at the next connection
+                run.set_emergence(run.emergence_for, None, str(e))
+                break
+            except EngineError as e:  # kept until the next snapshot
+                run.set_emergence(key, None, str(e))
+                self.link.log(f"train.emergence {run.out}: {e}")
+            else:
+                run.set_emergence(key, result)
+            finally:
+                self.book.touch(run)
+            if run.emergence_due:  # snapshots that arrived meanwhile
+                await asyncio.sleep(max(0.0, self.emergence_every - (loop.time() - started)))
+        entry = self.emerging.get(run.out)
+        if entry is not None and entry[2] is asyncio.current_task():
+            del self.emerging[run.out]
 
     # ---- finding runs again -------------------------------------------------------
     def reconnected(self) -> None:
@@ -356,5 +431,6 @@ class TrainingController:
                     self.link.log(f"train.read {summary.path}: {e}")
                     continue
                 self.book.opened(self.book.key_of(summary), read)
+        self.sync_emergence()
         if followed:
             self.say(f"following {followed} training job{'s' if followed != 1 else ''} that kept running")

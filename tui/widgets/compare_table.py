@@ -8,6 +8,10 @@ Notes
   rows are the settings that tell runs apart, then the metrics.
 - A run that has not finished shows its state in place of the metrics.
 - Small enough to refill whole on every change.
+- Two emergence rows under them (`train.emergence`, asked while this view is shown):
+  the training tokens by which half the features had formed, and the fraction of
+  features that had fired by the last snapshot; read off the engine's points, marked
+  `~` while the run trains (matched to its latest snapshot, not the final decoder).
 - Row labels are `engine.figures`'s short names, their rules in the table's tooltip;
   "dead" is the final evaluation's: never fired on the first `DEAD_TOKENS` held-out
   tokens. A dead fraction measured on fewer tokens (an older or shorter evaluation)
@@ -23,14 +27,20 @@ from textual.widgets import DataTable
 
 from engine.figures import FIGURES, dead_label, rule
 from engine.protocol import RunEval
-from tui.training import FINAL_METRICS, Run, fmt, tokens_label
+from tui.training import FINAL_METRICS, Run, fmt, formed_by, tokens_label
 
 LABEL_WIDTH = 11
-FINAL_KEYS = {key for key, _, _ in FINAL_METRICS}
-# Rows: (key, label); the settings first, then the final metrics.
+SETTINGS_KEYS = {"arch", "d_sae", "sparsity", "tokens"}
+EMERGENCE_ROWS = (("formed_half", "50% formed"), ("fired", "ever fired"))
+# Rows: (key, label); the settings first, then the final metrics, then emergence.
 ROWS = (("arch", "arch"), ("d_sae", "d_sae"), ("sparsity", "k / l1"), ("tokens", "tokens"),
-        *((key, FIGURES[key][0] if key in FIGURES else label) for key, label, _ in FINAL_METRICS))
-TOOLTIP = "\n".join(rule(key) for key, _, _ in FINAL_METRICS if key in FIGURES)
+        *((key, FIGURES[key][0] if key in FIGURES else label) for key, label, _ in FINAL_METRICS),
+        *EMERGENCE_ROWS)
+TOOLTIP = "\n".join(rule(key) for key, _, _ in FINAL_METRICS if key in FIGURES) + (
+    "\n50% formed: training tokens at the first decoder snapshot by which half the features had"
+    " formed (their direction within the emergence cosine of the final decoder's from then on)"
+    "\never fired: the fraction of features that had fired by the last snapshot"
+    "\n~: the run is training; matched to its latest snapshot")
 
 
 def dead_cell(final: RunEval) -> str:
@@ -53,7 +63,19 @@ def column(run: Run) -> dict[str, Text]:
             cells[key] = run.state if i == 0 else ""
         else:
             cells[key] = dead_cell(run.final) if key == "dead_fraction" else fmt(value(run.final), "num")
+    cells.update(emergence_cells(run))
     return {k: Text(v, justify="right") for k, v in cells.items()}
+
+
+def emergence_cells(run: Run) -> dict[str, str]:
+    """The emergence rows of one run: read off the engine's `Emergence` points."""
+    em = run.emergence
+    if em is None or not em.points:
+        return {key: "–" for key, _ in EMERGENCE_ROWS}
+    mark = "~" if em.reference == "latest" else ""
+    half = formed_by(em)
+    return {"formed_half": "–" if half is None else mark + tokens_label(half),
+            "fired": mark + fmt(em.points[-1].fired, "pct")}
 
 
 class CompareTable(DataTable):
@@ -84,6 +106,6 @@ class CompareTable(DataTable):
             self.add_column(Text(run.name[:width], style=Style(color=f"color({run.colour})", bold=True),
                                  justify="right"), width=width, key=run.out)
         for key, label in ROWS:
-            self.add_row(Text(label, style="bold" if key in FINAL_KEYS else "dim"),
+            self.add_row(Text(label, style="dim" if key in SETTINGS_KEYS else "bold"),
                          *(c[key] for c in columns), key=key)
         self.move_cursor(row=min(max(row, 0), len(ROWS) - 1), animate=False)

@@ -11,6 +11,8 @@ Notes
 - The hook list comes from the loaded model (`model.info`'s `hooks`); until then
   it holds the default hook only.
 - Checkboxes take space and Enter themselves; Enter starts from the text fields.
+- `snap every`: steps between decoder snapshots (feature emergence); empty is
+  the engine's automatic choice (about 24 a run), -1 none.
 - Every field starts with the engine's default (`engine.protocol.TrainSettings`,
   read through `tui.train_settings.form_default`); nothing is repeated here.
 """
@@ -33,7 +35,8 @@ ROWS = (
     (("tokens", "tokens", 7), ("batch_size", "batch", 6), ("checkpoint_every", "ckpt", 5),
      ("eval_tokens", "eval tok", 7)),
 )
-TEXT_FIELDS = ("model", *(name for row in ROWS for name, _, _ in row), "out")
+SNAPSHOT_FIELD = ("snapshot_every", "snap every", 4)  # on the out line: the number rows are full at 80 columns
+TEXT_FIELDS = ("model", *(name for row in ROWS for name, _, _ in row), "out", SNAPSHOT_FIELD[0])
 
 
 class TrainForm(VerticalScroll):
@@ -81,8 +84,14 @@ class TrainForm(VerticalScroll):
                     yield field
         with Horizontal():
             yield Label("out")
-            yield Input(placeholder="empty: runs/<arch>-<hook>-<n>; several archs: <out>/<arch>",
+            yield Input(placeholder="empty: runs/<arch>-<hook>-<n>; several: <out>/<arch>",
                         id="f-out", compact=True)
+            name, label, width = SNAPSHOT_FIELD
+            yield Label(label, classes="-gap")
+            # empty: about 24 decoder snapshots a run (for emergence); -1: none
+            field = Input(form_default(name), placeholder="auto", id=f"f-{name}", compact=True)
+            field.styles.width = width + 2
+            yield field
         with Horizontal():
             yield Button("Start", id="f-start", variant="primary", compact=True)
             yield Label("enter starts · tab moves · esc back", classes="hint")

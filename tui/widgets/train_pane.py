@@ -2,11 +2,14 @@
 
 The runs table is always on top; under it the message line, then one view at a
 time: the metric curves (loss, explained variance, L0, quiet fraction: not fired
-in the last window of training tokens; one line per run, in its colour), the
-firing-density histogram of the selected run, the comparison of final metrics,
-or the form that starts a run. `s` stops the selected run's job (checkpointed)
-or resumes a stopped one exactly; `o` reopens a run folder, or a folder of runs
-trained side by side as one comparison.
+in the last window of training tokens; one line per run, in its colour), feature
+emergence (the fraction of features formed against tokens, one line per run, over
+a random dictionary's dotted baseline), the firing density of the selected run
+(its latest histogram, and beside it the histograms over training), the comparison
+of final metrics and emergence figures, or the form that starts a run. `s` stops
+the selected run's job (checkpointed) or resumes a stopped one exactly; `o`
+reopens a run folder, or a folder of runs trained side by side as one comparison;
+`p` opens the feature map of the selected finished run.
 
 This widget lays out and draws; what the runs are and every engine request are
 the controller's (`tui.controllers.training.TrainingController`), which posts
@@ -18,6 +21,12 @@ Notes
   book's version moved. Keys are never queued behind a redraw storm.
 - The message line wraps (up to a few lines), so an error is never cut off at
   the pane's width; errors go to the log (ctrl+l) as well.
+- The emergence and compare views tell the controller they are on screen: it asks
+  the engine for emergence only then (a snapshot every few steps, per run, would
+  otherwise keep the engine matching decoders nobody looks at).
+- Density over time is drawn from the step records' histograms the pane already
+  has (every 10 steps, live, and for runs without snapshots too), not from
+  `train.emergence`'s thinned copy of the same records.
 """
 
 from __future__ import annotations
@@ -25,14 +34,15 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Vertical
+from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import ContentSwitcher, Static
 
 from tui.controllers.training import RunsToShow, TrainingController, TrainNote
 from tui.link import EngineLink
-from tui.plots import Series, curves, density
+from tui.plots import Series, curves, density, density_time, formed
+from tui.screens.feature_map import open_feature_map
 from tui.screens.open_run import OpenRunScreen
-from tui.training import Run, RunBook
+from tui.training import Run, RunBook, emergence_series
 from tui.widgets.compare_table import CompareTable
 from tui.widgets.plot_view import PlotView
 from tui.widgets.runs_table import RunsTable
@@ -40,8 +50,9 @@ from tui.widgets.train_form import TrainForm
 from tui.widgets.view_bar import ViewBar
 
 REDRAW_HZ = 4
-VIEWS = [("curves", "c", "Curves"), ("firing", "f", "Firing"), ("compare", "m", "Compare"),
-         ("form", "n", "New run")]
+VIEWS = [("curves", "c", "Curves"), ("emergence", "e", "Emergence"), ("firing", "f", "Firing"),
+         ("compare", "m", "Compare"), ("form", "n", "New run")]
+EMERGENCE_VIEWS = ("emergence", "compare")  # the views that show `train.emergence` answers
 # (plot id, step-record field, title, log y, floor)
 CURVES = (("plot-loss", "loss", "loss", True, None),
           ("plot-ev", "explained_variance", "explained variance", False, None),
@@ -57,13 +68,17 @@ class TrainPane(Vertical):
         Binding("o", "open_run", "Open", id="train.open",
                 tooltip="Reopen a run folder, or a folder of side-by-side runs as one comparison"),
         Binding("v", "next_view", "View", show=False, id="train.next_view",
-                tooltip="Next view: curves, firing, compare"),
+                tooltip="Next view: curves, emergence, firing, compare"),
         Binding("c", "show_view('curves')", "Curves", show=False, id="train.curves",
                 tooltip="Loss, explained variance, L0 and quiet fraction (not fired lately; dead is measured at the end) of every shown run"),
+        Binding("e", "show_view('emergence')", "Emergence", show=False, id="train.emergence",
+                tooltip="Fraction of features formed over training (decoder snapshots matched to the final decoder) of every shown run"),
         Binding("f", "show_view('firing')", "Firing", show=False, id="train.firing",
-                tooltip="Feature firing-density histogram of the selected run"),
+                tooltip="Feature firing-density histogram of the selected run, and its histograms over training"),
         Binding("m", "show_view('compare')", "Compare", show=False, id="train.compare",
-                tooltip="The shown runs side by side with their final evaluation"),
+                tooltip="The shown runs side by side with their final evaluation and emergence"),
+        Binding("p", "feature_map", "Map", show=False, id="train.map",
+                tooltip="Feature map of the selected finished run: its decoder directions in 2-D, clustered"),
         Binding("escape", "leave_form", "Back", show=False, id="train.back", tooltip="Leave the form"),
     ]
     DEFAULT_CSS = """
@@ -73,6 +88,8 @@ class TrainPane(Vertical):
     TrainPane #train-views { height: 1fr; }
     TrainPane #curves { grid-size: 2 2; grid-gutter: 0 1; }
     TrainPane PlotView { padding: 0; }
+    TrainPane #emergence-note { height: auto; max-height: 2; color: $text-muted; }
+    TrainPane #firing-time { margin-left: 1; }
     """
 
     def __init__(self, link: EngineLink, **kwargs) -> None:
@@ -92,7 +109,12 @@ class TrainPane(Vertical):
             with Grid(id="curves"):
                 for plot_id, *_ in CURVES:
                     yield PlotView(id=plot_id)
-            yield PlotView(id="firing")
+            with Vertical(id="emergence"):
+                yield PlotView(id="emergence-plot")
+                yield Static("", id="emergence-note")
+            with Horizontal(id="firing"):
+                yield PlotView(id="firing-hist")
+                yield PlotView(id="firing-time")
             yield CompareTable(id="compare")
             yield TrainForm(self.link.model_spec, id="form")
 
@@ -124,7 +146,7 @@ class TrainPane(Vertical):
         self.controller.open(path)
 
     def command(self, what: str) -> None:
-        """A palette command: new, stop, resume, open, compare, curves, firing."""
+        """A palette command: new, stop, resume, open, map, or a view (compare, curves, ...)."""
         # Focus moves into the pane first: a dialog closing gives focus back to
         # where it was, and focus in another tab would switch back to that tab.
         self.runs_table.focus()
@@ -136,6 +158,8 @@ class TrainPane(Vertical):
             self.controller.resume(self.runs_table.selected)
         elif what == "open":
             self.call_after_refresh(self.action_open_run)
+        elif what == "map":
+            self.action_feature_map()
         else:
             self.action_show_view(what)
 
@@ -157,6 +181,7 @@ class TrainPane(Vertical):
         self.view = view
         self.query_one(ViewBar).current = view
         self.query_one(ContentSwitcher).current = view
+        self.controller.want_emergence(view in EMERGENCE_VIEWS)
         if view == "form":
             if self.link.model is not None and self.link.model.hooks:
                 self.form.set_hooks(self.link.model.hooks)
@@ -205,6 +230,8 @@ class TrainPane(Vertical):
         self.runs_table.show(self.book.ordered())
         if self.view == "curves":
             self._draw_curves()
+        elif self.view == "emergence":
+            self._draw_emergence()
         elif self.view == "firing":
             self._draw_firing()
         elif self.view == "compare":
@@ -218,16 +245,52 @@ class TrainPane(Vertical):
             self.query_one(f"#{plot_id}", PlotView).set_draw(
                 lambda w, h, s=series, t=label, lg=log_y, fl=floor: curves(s, w, h, t, lg, fl))
 
+    def _draw_emergence(self) -> None:
+        shown = [r for r in self.book.ordered() if r.shown]
+        have = [r for r in shown if r.emergence is not None]
+        series = [Series(*emergence_series(r.emergence), r.colour) for r in have]
+        baselines = [(r.emergence.baseline_matched, r.colour) for r in have]
+        title = "features formed"
+        if have:
+            title += f" (cos ≥ {have[0].emergence.threshold:g} to the final decoder) · dotted: random"
+        self.query_one("#emergence-plot", PlotView).set_draw(
+            lambda w, h: formed(series, baselines, w, h, title))
+        note = self._emergence_note(shown)
+        line = self.query_one("#emergence-note", Static)
+        line.update(Text(note))
+        line.display = bool(note)
+
+    def _emergence_note(self, shown: list[Run]) -> str:
+        """One line: what is missing, per run (errors, no snapshots, being matched), and
+        which runs are matched to their latest snapshot (still training)."""
+        notes = []
+        for run in shown:
+            if run.emergence_error:
+                notes.append(f"{run.name}: {run.emergence_error}")
+            elif run.out in self.controller.emerging and run.emergence is None:
+                notes.append(f"{run.name}: matching its decoder snapshots…")
+            elif run.snapshot_step is None and not run.active:
+                notes.append(f"{run.name}: no decoder snapshots (trained with snapshot every -1, or before them)")
+            elif run.snapshot_step is None:
+                notes.append(f"{run.name}: no snapshot yet")
+        training = [r.name for r in shown if r.emergence is not None and r.emergence.reference == "latest"]
+        if training:
+            notes.append(f"{', '.join(training)}: to the latest snapshot until finished")
+        return " · ".join(notes) if shown else "no run shown: space shows one"
+
     def _draw_firing(self) -> None:
         run = self.selected
         if run is None:
-            title, hist, colour = "firing density: no run selected", None, 39
+            title, hist, colour, points = "firing density: no run selected", None, 39, []
         else:
             hist, colour = run.histogram, run.colour
             never = f" · {hist.never_fired} never fired" if hist else ""
             step = f" · step {run.last.step + 1}" if run.last else ""
             title = f"{run.name}{step}{never}"
-        self.query_one("#firing", PlotView).set_draw(lambda w, h: density(hist, w, h, title, colour))
+            points = [(r.tokens or 0, r.density_histogram) for r in run.histograms]
+        self.query_one("#firing-hist", PlotView).set_draw(lambda w, h: density(hist, w, h, title, colour))
+        self.query_one("#firing-time", PlotView).set_draw(
+            lambda w, h: density_time(points, w, h, "log10 density over training"))
 
     # ---- the user's asks, handed to the controller ----------------------------------
     def on_runs_table_toggle_shown(self, message: RunsTable.ToggleShown) -> None:
@@ -246,6 +309,16 @@ class TrainPane(Vertical):
 
     def action_open_run(self) -> None:
         self.app.push_screen(OpenRunScreen(self.controller.last_folder), self._open_chosen)
+
+    def action_feature_map(self) -> None:
+        run = self.selected
+        if run is None:
+            self.notify("no run selected: n starts one, o reopens one", severity="warning", timeout=4)
+        elif run.state != "finished":
+            self.notify(f"the feature map needs a finished run; {run.name} is {run.state}",
+                        severity="warning", timeout=4)
+        else:
+            open_feature_map(self.app, run.out)
 
     def _open_chosen(self, path: str | None) -> None:
         if path:
