@@ -110,3 +110,10 @@ def dead_tokens_of(result: dict) -> int | None:
     files written before it was recorded, the evaluation's `tokens`."""
     n = result.get("dead_tokens", result.get("tokens"))
     return int(n) if isinstance(n, (int, float)) else None
+
+
+def tokens_formed(points, fraction: float = 0.5) -> int | None:
+    """Emergence: the training tokens at the first decoder snapshot by which `fraction`
+    of the features had formed (an `EmergencePoint` of `engine.train.emergence`, not
+    interpolated); None when no snapshot reached it."""
+    return next((p.tokens for p in points if p.formed >= fraction), None)

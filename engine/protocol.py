@@ -754,7 +754,7 @@ class TrainSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DensityHistogram(msgspec.Struct):
-    """Features by log10 firing density; `never_fired` are in the first bin too."""
+    """Features by log10 firing density; `never_fired` (density 0) are in no bin."""
 
     edges: list[float]
     counts: list[int]

@@ -7,6 +7,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from engine.figures import tokens_formed
 from engine.protocol import Emergence
 
 
@@ -76,7 +77,5 @@ def render_emergence(results: list[Emergence]) -> Group:
 
 def _tokens_at(r: Emergence, fraction: float) -> str:
     """The tokens by which `fraction` of the features had formed."""
-    for p in r.points:
-        if p.formed >= fraction:
-            return f"{p.tokens:,}"
-    return "-"
+    tokens = tokens_formed(r.points, fraction)
+    return "-" if tokens is None else f"{tokens:,}"

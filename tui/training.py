@@ -32,6 +32,7 @@ from typing import Callable, Literal, Optional
 
 import msgspec
 
+from engine.figures import tokens_formed
 from engine.protocol import (DEFAULT_TRAIN_HOOK, TRAIN_ARCHITECTURES, DensityHistogram, Emergence, RunEval,
                              RunMetrics, RunRead, RunSummary, TrainJobInfo, TrainRecord, TrainSettings)
 
@@ -346,9 +347,8 @@ class RunBook:
 
 # ---- feature emergence --------------------------------------------------------------------
 def formed_by(em: Emergence, fraction: float = 0.5) -> int | None:
-    """Training tokens at the first snapshot by which `fraction` of the features had formed
-    (a point of the engine's curve, not interpolated); None when no snapshot reached it."""
-    return next((p.tokens for p in em.points if p.formed >= fraction), None)
+    """Training tokens by which `fraction` of the features had formed (`engine.figures`)."""
+    return tokens_formed(em.points, fraction)
 
 
 def emergence_series(em: Emergence | None) -> tuple[list[float], list[float]]:

@@ -10,7 +10,9 @@ Notes
 - Matching is an optimal one-to-one assignment (scipy's Hungarian
   `linear_sum_assignment`, maximising the summed cosine) up to `HUNGARIAN_MAX`
   features, and each reference feature's nearest snapshot feature above that (greedy
-  top-1, not one-to-one): the assignment costs O(d_sae^3).
+  top-1, not one-to-one): the assignment costs O(d_sae^3). A running run's curve is
+  asked for at every snapshot, so it is matched greedily above `LIVE_HUNGARIAN_MAX`;
+  the finished run's curve is then computed once more, optimally.
 - The baseline is a random dictionary (Gaussian directions, seeded) of the same shape,
   matched the same way: what chance alone gives.
 - Two runs (seeds) are compared snapshot by snapshot at equal step counts, one-to-one:
@@ -33,6 +35,7 @@ from engine.train.config import TrainConfig
 from engine.train.snapshots import list_snapshots, load_snapshot
 
 HUNGARIAN_MAX = 2048
+LIVE_HUNGARIAN_MAX = 512
 CACHE = "emergence.json"
 DENSITY_POINTS = 64  # the density histogram over training is thinned to about this many points
 
@@ -57,8 +60,10 @@ def match(reference: torch.Tensor, other: torch.Tensor, method: str) -> torch.Te
     return out
 
 
-def method_for(d_sae: int) -> str:
-    return "hungarian" if d_sae <= HUNGARIAN_MAX else "greedy"
+def method_for(d_sae: int, live: bool = False) -> str:
+    """Hungarian where it is cheap enough: up to `HUNGARIAN_MAX` features, and up to
+    `LIVE_HUNGARIAN_MAX` for a running run (its curve is recomputed at every snapshot)."""
+    return "hungarian" if d_sae <= (LIVE_HUNGARIAN_MAX if live else HUNGARIAN_MAX) else "greedy"
 
 
 def formed_index(cosines: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -119,7 +124,7 @@ def emergence(path, threshold: float = EMERGENCE_COSINE, against=None, shared_th
 
 def _compute(run_dir: Path, cfg: TrainConfig, snapshots, threshold: float, job) -> Emergence:
     reference, kind, reference_step = _reference(run_dir, snapshots)
-    method = method_for(len(reference))
+    method = method_for(len(reference), live=kind == "latest")
     cosines, fired = [], []
     for i, (step, path) in enumerate(snapshots):
         if job is not None:

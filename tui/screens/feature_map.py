@@ -62,6 +62,7 @@ def cluster_text(c: MapCluster) -> Text:
 class FeatureMapScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="map.close"),
+        Binding("q", "dismiss(None)", "Close", show=False, id="map.close_q", tooltip="Close the map (as escape)"),
         Binding("c", "cycle_color", "Colouring", id="map.color",
                 tooltip="Colour by firing density or by emergence step (runs trained with snapshots)"),
     ]
