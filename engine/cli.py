@@ -474,6 +474,14 @@ def recipe_arch_sweep(ctx: typer.Context) -> None:
     _recipe(arch_sweep.main, ctx.args)
 
 
+@recipe_app.command("seed-curve", context_settings=RecipeArgs)
+def recipe_seed_curve(ctx: typer.Context) -> None:
+    """The fraction of features two seeds share against training tokens (see engine/recipes/seed_curve.py)."""
+    from engine.recipes import seed_curve
+
+    _recipe(seed_curve.main, ctx.args)
+
+
 @recipe_app.command("smollm2-saes", context_settings=RecipeArgs)
 def recipe_smollm2_saes(ctx: typer.Context) -> None:
     """Train, evaluate and index TopK SAEs on SmolLM2-135M's residual stream at layers 3, 7, 11, 15."""

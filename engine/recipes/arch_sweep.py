@@ -43,14 +43,20 @@ def meets_bar(r: dict) -> bool:
             and r["dead_fraction"] < BAR["dead_fraction"])
 
 
+def shortfall(r: dict) -> float:
+    """How far a row is from the bar, each criterion relative to its bound (0: meets it)."""
+    return (max(0.0, BAR["explained_variance"] - r["explained_variance"]) / BAR["explained_variance"]
+            + max(0.0, r["l0"] - BAR["l0"]) / BAR["l0"]
+            + max(0.0, r["dead_fraction"] - BAR["dead_fraction"]) / BAR["dead_fraction"])
+
+
 def choose(rows: list[dict]) -> dict:
     """The best row of one architecture: meeting the bar with the highest EV, else the
-    one with the highest EV among L0 < 40, else the sparsest."""
+    one nearest the bar (`shortfall`)."""
     good = [r for r in rows if meets_bar(r)]
     if good:
         return max(good, key=lambda r: r["explained_variance"])
-    sparse = [r for r in rows if r["l0"] < BAR["l0"]]
-    return max(sparse, key=lambda r: r["explained_variance"]) if sparse else min(rows, key=lambda r: r["l0"])
+    return min(rows, key=shortfall)
 
 
 def _merge(path: Path, new: list[dict]) -> list[dict]:
@@ -73,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--d-sae", type=int, default=1024)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR / "saes", help="where SWEEP.md and sweep.json go")
     p.add_argument("--only", choices=ARCHS, help="sweep one architecture (its rows are added to sweep.json)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite SWEEP.md from sweep.json")
     a = p.parse_args(argv)
+    if a.report_only:
+        return write_report(a.out, json.loads((a.out / "sweep.json").read_text())["rows"], a.d_sae)
     base = TrainConfig(hook=OUT, d_sae=a.d_sae, tokens=a.tokens, k=32, lr=1e-3, checkpoint_every=0,
                        eval_tokens=131_072, snapshot_every=-1)
     cfgs = [replace(base, arch=arch, l1=c, threshold_init=t) for arch, c, t in SWEEP if a.only in (None, arch)]
@@ -83,23 +92,30 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{"arch": c.arch, "coefficient": c.l1, "threshold_init": c.threshold_init, "tokens": c.tokens,
              **{k: r[k] for k in ("explained_variance", "l0", "dead_fraction", "ce_loss_score")}}
             for c, r in zip(cfgs, results)]
-    rows = _merge(a.out / "sweep.json", rows)
+    write_report(a.out, _merge(a.out / "sweep.json", rows), a.d_sae)
+
+
+def write_report(out: Path, rows: list[dict], d_sae: int) -> None:
+    """`SWEEP.md` (the table and the choice) and `sweep.json` (the rows) in `out`."""
+    tokens = sorted({r["tokens"] for r in rows})
     chosen = {arch: choose([r for r in rows if r["arch"] == arch]) for arch in ARCHS if any(r["arch"] == arch for r in rows)}
     lines = ["# Sparsity sweep of the default ReLU and JumpReLU SAEs", "",
-             f"`saescope recipe arch-sweep --tokens {a.tokens}`: `{OUT}`, d_sae {a.d_sae}, lr 1e-3, "
+             f"`saescope recipe arch-sweep` ({', '.join(f'{t:,}' for t in tokens)} tokens): `{OUT}`, d_sae {d_sae}, lr 1e-3, "
              f"batch 4096. ReLU: L1 coefficient; JumpReLU: coefficient of the quadratic L0 penalty "
-             f"around a target L0 of 32. Bar: EV >= 0.8 at L0 < 40, under 10% dead.", "",
-             "| arch | coefficient | initial threshold | EV | L0 | dead | CE score | meets bar |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"around a target L0 of 32, from an initial threshold. Bar: EV >= 0.8 at L0 < 40, under 10% "
+             f"dead. Chosen: meeting the bar with the highest EV, else the nearest to it.", "",
+             "| arch | coefficient | initial threshold | tokens | EV | L0 | dead | CE score | meets bar |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['coefficient']:g} | {r['threshold_init']:g} | {r['explained_variance']:.3f} | {r['l0']:.1f} | "
+        lines.append(f"| {r['arch']} | {r['coefficient']:g} | {r.get('threshold_init', 0.1):g} | {r['tokens']:,} | "
+                     f"{r['explained_variance']:.3f} | {r['l0']:.1f} | "
                      f"{r['dead_fraction']:.3f} | {r['ce_loss_score']:.3f} | {'yes' if meets_bar(r) else 'no'} |")
-    lines += ["", "Chosen: " + ", ".join(f"{arch} {r['coefficient']:g} (threshold {r['threshold_init']:g})"
+    lines += ["", "Chosen: " + ", ".join(f"{arch} {r['coefficient']:g} (threshold {r.get('threshold_init', 0.1):g})"
                                          + ("" if meets_bar(r) else " (misses the bar)")
                                          for arch, r in chosen.items()), ""]
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "SWEEP.md").write_text("\n".join(lines))
-    (a.out / "sweep.json").write_text(json.dumps({"rows": rows, "chosen": chosen}, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "SWEEP.md").write_text("\n".join(lines))
+    (out / "sweep.json").write_text(json.dumps({"rows": rows, "chosen": chosen}, indent=2) + "\n")
     print("\n".join(lines), file=sys.stderr)
 
 

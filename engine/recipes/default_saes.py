@@ -19,9 +19,13 @@ The set:
 Notes
 - Each folder is a finished saescope run: sae_lens's `cfg.json` and
   `sae_weights.safetensors`, `eval.json`, the run's config and its metrics file.
-- Settings come from short sweeps (400k tokens) on this model: lr 1e-3 beat 4e-4;
-  ReLU needs an L1 coefficient near 8 for an L0 in the tens; JumpReLU uses the
-  quadratic penalty around a target L0 of 32; TopK and BatchTopK use k = 32.
+- Settings come from short sweeps on this model: lr 1e-3 beat 4e-4 (400k tokens);
+  ReLU's L1 coefficient and JumpReLU's penalty and initial threshold from
+  `saescope recipe arch-sweep` (1M tokens, `weights/saes/SWEEP.md`); TopK and
+  BatchTopK use k = 32. JumpReLU trains on 2x the tokens (its threshold learns in
+  log space at about lr per step), the two TopK seeds on 6x (24M by default), so that
+  most of their features match one-to-one (`saescope emergence mlp_out-topk
+  --against mlp_out-topk-s1` on the runs' snapshots; the curve is `weights/saes/SEEDS.md`).
 - d_sae 1024 (4x d_model) keeps the recipe to about half an hour on 2 CPU cores.
 """
 
@@ -45,10 +49,14 @@ def default_runs(tokens: int, d_sae: int) -> dict[str, TrainConfig]:
                        eval_tokens=131_072)
     return {
         "resid_mid-topk": replace(base, hook=MID, arch="topk"),
-        "mlp_out-relu": replace(base, arch="relu", l1=8.0),
-        "mlp_out-jumprelu": replace(base, arch="jumprelu", l1=1.0),  # quadratic penalty, target L0 = k
-        "mlp_out-topk": replace(base, arch="topk"),
-        "mlp_out-topk-s1": replace(base, arch="topk", seed=1),
+        # from `saescope recipe arch-sweep` (weights/saes/SWEEP.md): ReLU's best L0 under 40
+        "mlp_out-relu": replace(base, arch="relu", l1=4.0),
+        # quadratic penalty around a target L0 of k; its threshold learns slowly (a higher start
+        # leaves two thirds of the features dead, SWEEP.md), so it trains twice as long
+        "mlp_out-jumprelu": replace(base, arch="jumprelu", l1=1.0, tokens=tokens * 2),
+        # the two seeds train long enough to share most of their features (weights/saes/SEEDS.md)
+        "mlp_out-topk": replace(base, arch="topk", tokens=tokens * 6, snapshot_every=150),
+        "mlp_out-topk-s1": replace(base, arch="topk", seed=1, tokens=tokens * 6, snapshot_every=150),
         "mlp_out-batchtopk": replace(base, arch="batchtopk"),
         "resid_pre-topk": replace(base, hook=PRE, arch="topk", d_sae=2 * d_sae, tokens=tokens * 3 // 8),
         "attn_out-topk": replace(base, hook=ATTN, arch="topk", d_sae=2 * d_sae, tokens=tokens * 3 // 8),
