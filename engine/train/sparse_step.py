@@ -64,12 +64,20 @@ def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows: int
     return torch.sparse_csr_tensor(crow, cols, vals, (n_rows, n_cols), check_invariants=False)
 
 
-def _transposed_product(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_cols: int,
-                        dense: torch.Tensor) -> torch.Tensor:
-    """`S.T @ dense` for the sparse S [len(dense), n_cols] with these entries: for each
-    latent, the sum of its rows of `dense` weighted by its entries ([n_cols, d])."""
-    order = torch.argsort(cols, stable=True)  # rows stay ascending within each latent
-    return _csr(cols[order], rows[order], vals[order], n_cols, dense.shape[0]) @ dense
+class LatentMajor:
+    """Entries (sorted by row) regrouped by latent, for products `S.T @ dense` where S
+    [n_rows, d_sae] has these entries: for each latent, the sum of its rows of `dense`
+    weighted by its entries' values ([d_sae, d])."""
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, d_sae: int, n_rows: int) -> None:
+        self.order = torch.argsort(cols, stable=True)  # rows stay ascending within each latent
+        self.crow = torch.zeros(d_sae + 1, dtype=torch.long, device=rows.device)
+        self.crow[1:] = torch.bincount(cols, minlength=d_sae).cumsum(0)
+        self.rows, self.shape = rows[self.order], (d_sae, n_rows)
+
+    def product(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.rows, values[self.order], self.shape,
+                                       check_invariants=False) @ dense
 
 
 def _sampled_dot(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, left: torch.Tensor,
@@ -148,8 +156,9 @@ class SparseStep:
         d_sae = W_dec.shape[0]
         norms = W_dec.norm(dim=-1)
         sae_in = x - b_dec
-        pre = torch.addmm(b_enc, sae_in, W_enc)
-        hidden = pre * norms
+        # sae_lens computes (sae_in @ W_enc + b_enc) * norms: the same, scaling the [d_in, d_sae]
+        # weights instead of the [batch, d_sae] result (float rounding apart)
+        hidden = torch.addmm(b_enc * norms, sae_in, W_enc * norms)
         rows, cols, values = self._select(hidden)
         acts = values.relu()
         coef = acts / norms[cols]
@@ -160,8 +169,7 @@ class SparseStep:
         grad_coef = _sampled_dot(rows, cols, n, grad_out, W_dec)
         grad_pre = torch.where(values > 0, grad_coef, 0.0)
         # the entries the weight gradients sum over: main ones, then the auxiliary ones
-        all_rows, all_cols, all_grad_pre = [rows], [cols], [grad_pre]
-        dec_rows, dec_cols, dec_coef, dec_dense = [rows], [cols], [coef], [grad_out]
+        all_rows, all_cols, all_grad_pre, all_coef, dec_dense = [rows], [cols], [grad_pre], [coef], [grad_out]
         aux = out.new_zeros(())
         num_dead = int(dead.sum())
         if num_dead:
@@ -183,15 +191,14 @@ class SparseStep:
             a_grad_pre = _sampled_dot(a_rows, a_cols, n, grad_recons, W_dec)
             # auxiliary entries count as rows n..2n-1, so no (latent, row) pair repeats
             all_rows.append(a_rows + n), all_cols.append(a_cols), all_grad_pre.append(a_grad_pre)
-            dec_rows.append(a_rows + n), dec_cols.append(a_cols), dec_coef.append(a_coef)
-            dec_dense.append(grad_recons)
+            all_coef.append(a_coef), dec_dense.append(grad_recons)
         e_rows, e_cols, e_grad = torch.cat(all_rows), torch.cat(all_cols), torch.cat(all_grad_pre)
         grad_b_enc = torch.zeros(d_sae, dtype=x.dtype, device=x.device).index_add_(0, e_cols, e_grad)
-        enc_dense = torch.cat([sae_in] * len(all_rows))
-        W_enc.grad = _transposed_product(e_rows, e_cols, e_grad, d_sae, enc_dense).T.contiguous()
+        # both weight gradients sum over the same entries: one latent-major ordering for the two
+        by_latent = LatentMajor(e_rows, e_cols, d_sae, len(all_rows) * n)
+        W_enc.grad = by_latent.product(e_grad, torch.cat([sae_in] * len(all_rows))).T.contiguous()
         b_enc.grad = grad_b_enc
-        W_dec.grad = _transposed_product(torch.cat(dec_rows), torch.cat(dec_cols), torch.cat(dec_coef), d_sae,
-                                         torch.cat(dec_dense))
+        W_dec.grad = by_latent.product(torch.cat(all_coef), torch.cat(dec_dense))
         b_dec.grad = grad_out.sum(0) - W_enc @ grad_b_enc
         losses = {"mse_loss": mse, "auxiliary_reconstruction_loss": aux}
         codes = Codes(rows, cols, acts, n, d_sae)

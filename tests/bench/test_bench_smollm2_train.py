@@ -42,7 +42,7 @@ def test_smollm2_training_run(tmp_path):
            "blocks.3.hook_resid_post", "--tokens", str(TOKENS), "--d-sae", "1024", "--batch-size", "1024",
            "--eval-tokens", "4096", "--out", str(out)]
     wall, rss, _ = _peak_rss_gb(cmd)
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"]
     result = json.loads((out / "eval.json").read_text())
     print(f"\nsmollm2-135m blocks.3.hook_resid_post, {TOKENS:,} tokens: {wall:.0f} s wall, "
           f"{records[-1]['tokens_per_s']:.0f} tokens/s (run's own rate), peak RSS {rss:.2f} GiB; "

@@ -41,7 +41,7 @@ def _saescope_rate(lm, corpus, n_saes: int, tmp_path) -> float:
     cfgs = [replace(base, seed=i) for i in range(n_saes)]
     dirs = [tmp_path / f"n{n_saes}" / f"s{i}" for i in range(n_saes)]
     train(cfgs, dirs, lm=lm, corpus=corpus)
-    last = [json.loads(l) for l in (dirs[0] / "metrics.jsonl").read_text().splitlines()][-1]
+    last = [r for r in map(json.loads, (dirs[0] / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "step"][-1]
     return last["tokens_per_s"]
 
 
