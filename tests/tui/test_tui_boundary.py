@@ -1,5 +1,6 @@
 """The UI boundary: no tui module pulls in torch, transformer_lens or sae_lens, and
-from the engine package only `engine.protocol`, `engine.figures` and `engine.feature_text` (plus the
+from the engine package only `engine.protocol`, `engine.figures`, `engine.feature_text` and
+`engine.map_draw` (plus the
 tiny `engine/__init__`)
 is imported. The client stays free of Textual so scripts can use it."""
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import tui
 
 HEAVY = ("torch", "transformer_lens", "sae_lens", "transformers")
-ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures", "engine.feature_text"}
+ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures", "engine.feature_text", "engine.map_draw"}
 
 
 def tui_modules() -> list[str]:
