@@ -34,8 +34,23 @@ class Tmux:
 
     def start(self, command: str) -> None:
         path = f"{BIN}:{os.environ.get('PATH', '')}"
-        self("new-session", "-d", "-x", "80", "-y", "24", "-s", "app",
-             f"env PATH={shlex.quote(path)} {command}; echo EXIT=$?; sleep 60")
+        args = ["new-session", "-d", "-x", "80", "-y", "24", "-s", "app",
+                f"env PATH={shlex.quote(path)} {command}; echo EXIT=$?; sleep 60"]
+        # A server whose last session was just killed is still exiting for a moment; a
+        # client that reaches it then gets "server exited unexpectedly". Try again.
+        for attempt in range(20):
+            try:
+                self(*args)
+                return
+            except subprocess.CalledProcessError as error:
+                if "server exited unexpectedly" not in (error.stderr or "") or attempt == 19:
+                    raise
+                time.sleep(0.25)
+
+    def restart(self, command: str) -> None:
+        """Kill the app's session (and with it this test's server), then start `command` anew."""
+        self("kill-server")
+        self.start(command)
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "app")

@@ -150,8 +150,7 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):  # noqa:
     assert sum(1 for _ in (folder / "metrics.jsonl").open()) > steps_then  # still training
 
     # Opened again: the run is there, live, and then finished.
-    tmux("kill-session", "-t", "app")
-    tmux.start(f"bash -c {shlex.quote(app)}")
+    tmux.restart(f"bash -c {shlex.quote(app)}")
     tmux.wait_for("train.follow", 60)  # found at connection, followed
     keys(tmux, "C-p")
     keys(tmux, "Compare runs", pause=1.0)  # the Training pane (the runs table is on top)
