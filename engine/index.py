@@ -25,6 +25,9 @@ Notes
   direct-path logit effects and its nearest features by decoder cosine (small
   tables, computed once from the weights after the pass: per page, those products
   cost more than the rest of the page, and much more while other work shares the CPU).
+- It also counts which features fire together on a token (engine/cooccur.py), for
+  the co-activation graph: same pass, no second model run. An index saved before
+  that existed still serves pages; a graph rebuilds it.
 - The index is saved beside the SAE under `index/`, named by the corpus and keyed
   by a hash of the SAE's files and the corpus's identity; a stale index is rebuilt,
   never shown.
@@ -42,6 +45,7 @@ from typing import Callable
 import torch
 
 from engine.atomic import atomic_write_text
+from engine.cooccur import COOCCURRENCE_DEFINITION, COOCCURRENCE_VERSION, CooccurrenceCounter
 from engine.errors import UserError
 from engine.jobs import Job, as_job
 
@@ -78,6 +82,17 @@ class FeatureIndex:
     logit_bottom_values: torch.Tensor
     neighbour_ids: torch.Tensor  # [S, NEIGHBOURS_KEPT] int32: other features by decoder cosine, descending
     neighbour_cosines: torch.Tensor
+    # co-occurrence (engine/cooccur.py): pairs i < j that co-fired, CSR by row; None in an
+    # index built before it was counted (a graph then rebuilds the index)
+    cooc_offsets: torch.Tensor | None = None  # [S + 1]
+    cooc_columns: torch.Tensor | None = None  # [pairs] int32, j > i
+    cooc_counts: torch.Tensor | None = None  # [pairs] int32: tokens where both fire
+    cooc_products: torch.Tensor | None = None  # [pairs] float32: sum of a_i * a_j
+    act_sq_sum: torch.Tensor | None = None  # [S] float64: sum of a_i^2 (for the activation cosine)
+
+    @property
+    def has_cooccurrence(self) -> bool:
+        return self.cooc_offsets is not None and "cooccurrence" in self.meta
 
     @property
     def density(self) -> torch.Tensor:
@@ -242,6 +257,7 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     batch = batch or max(1, BATCH_TOKENS // windows.shape[1])
     d_sae, dev = sae.cfg.d_sae, lm.device
     top, sample = _Merger(d_sae, k, largest=True, device=dev), _Merger(d_sae, samples, largest=False, device=dev)
+    cooccurrence = CooccurrenceCounter(d_sae, dev)
     hist = torch.zeros(d_sae * HIST_BINS, dtype=torch.long, device=dev)
     fire_count = torch.zeros(d_sae, dtype=torch.long, device=dev)
     act_sum = torch.zeros(d_sae, dtype=torch.float64, device=dev)
@@ -275,6 +291,7 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         bins = ((vals.log10() - HIST_LOG10_MIN) / (HIST_LOG10_MAX - HIST_LOG10_MIN) * HIST_BINS)
         bins = bins.floor().long().clamp(0, HIST_BINS - 1)
         hist.index_add_(0, feats * HIST_BINS + bins, torch.ones_like(bins))
+        cooccurrence.add(rows, feats, vals, b * t)
         job.progress(min(1.0, (start + b) / len(windows)), message, step=start + b, total=len(windows))
     top_v, top_w, top_p, top_c = top.finish()
     # the sample shows windows beyond the top list
@@ -282,10 +299,11 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     meta = {"version": INDEX_VERSION, "k": k, "samples": samples, "windows": len(windows),
             "n_ctx": int(windows.shape[1]), "tokens": int(len(windows) * (windows.shape[1] - 1)),
             "d_sae": d_sae, "hook": hook, "hist_edges": hist_edges(), "context": [CONTEXT_BEFORE, CONTEXT_AFTER],
+            "cooccurrence": {"version": COOCCURRENCE_VERSION, "definition": COOCCURRENCE_DEFINITION},
             **identity}
     return FeatureIndex(meta, top_v, top_w, top_p, s_v, s_w, s_p, hist.view(d_sae, HIST_BINS).cpu(),
                         fire_count.cpu(), act_sum.cpu(), max_act.cpu(), *_sparse(torch.cat([top_c, s_c], 1)),
-                        **_weight_tables(lm.model, sae, hook, job))
+                        **_weight_tables(lm.model, sae, hook, job), **cooccurrence.finish())
 
 
 def _stop_layer(hook: str) -> int | None:
@@ -317,6 +335,8 @@ def load_index(sae_dir: Path, corpus_name: str, identity: dict) -> FeatureIndex 
         if meta.get("context") != [CONTEXT_BEFORE, CONTEXT_AFTER]:
             return None  # contexts cut to another width than pages show
         t = load_file(str(data_path))
-        return FeatureIndex(meta, **{f.name: t[f.name] for f in fields(FeatureIndex) if f.name != "meta"})
+        if meta.get("cooccurrence", {}).get("version", COOCCURRENCE_VERSION) != COOCCURRENCE_VERSION:
+            meta.pop("cooccurrence")  # counted another way: rebuilt when a graph needs it
+        return FeatureIndex(meta, **{f.name: t.get(f.name) for f in fields(FeatureIndex) if f.name != "meta"})
     except Exception:  # a damaged index is rebuilt, not shown
         return None

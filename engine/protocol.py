@@ -16,6 +16,10 @@ from typing import Any, Literal, Optional, Union
 
 import msgspec
 
+from engine.protocol_base import Result
+from engine.protocol_graph import *  # noqa: F401,F403 (the graph methods' structs, re-exported)
+from engine.protocol_graph import GRAPH_PARAMS, GRAPH_RESULTS
+
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1 << 20  # longer lines are refused (and skipped) with an error
 # An SAE is named by a folder path (the engine's: absolute, or relative to the engine's
@@ -288,6 +292,7 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
     "circuit.threshold": CircuitThresholdParams,
     "circuit.verify": CircuitVerifyParams,
     "sae.map": FeatureMapParams,
+    **GRAPH_PARAMS,
 }
 
 
@@ -295,10 +300,6 @@ PARAMS: dict[str, type[msgspec.Struct]] = {
 # What a reply's `result` holds, per method. The engine's handlers return these
 # structs; the client decodes every result into its type, so the TUI reads
 # attributes, never string keys, and a renamed field fails in tests and type checks.
-
-class Result(msgspec.Struct, kw_only=True):
-    """Base of every result type."""
-
 
 class Pong(Result):
     pong: bool
@@ -989,6 +990,7 @@ RESULTS: dict[str, type[Result]] = {
     "circuit.threshold": CircuitFound,
     "circuit.verify": CircuitVerified,
     "sae.map": FeatureMap,
+    **GRAPH_RESULTS,
 }
 
 _encoder = msgspec.json.Encoder()

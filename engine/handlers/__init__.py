@@ -14,6 +14,7 @@ from engine.handlers.circuits import circuit_find, circuit_threshold, circuit_ve
 from engine.handlers.basic import model_info, model_load, ping, predict, sleep, workspace
 from engine.handlers.features import feature_live, feature_page, feature_search, sae_open
 from engine.handlers.geometry import sae_map
+from engine.handlers.graphs import graph_compare, graph_node, graph_stats
 from engine.handlers.training import (train_emergence, train_follow, train_list, train_read, train_scan, train_start,
                                       train_stop)
 from engine.handlers.trees import tree_ablate, tree_check, tree_expand, tree_open
@@ -45,6 +46,9 @@ HANDLERS: dict[str, Callable] = {
     "circuit.find": circuit_find,
     "circuit.threshold": circuit_threshold,
     "circuit.verify": circuit_verify,
+    "graph.stats": graph_stats,
+    "graph.node": graph_node,
+    "graph.compare": graph_compare,
 }
 INLINE = {"ping", "model.info", "cancel", "jobs", "workspace"}
 CAPABILITIES = sorted(set(HANDLERS) | {"cancel", "jobs"})

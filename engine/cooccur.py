@@ -1,0 +1,116 @@
+"""Feature co-occurrence, counted during the index pass (engine/index.py), for the
+co-activation graph (engine/graph.py).
+
+Definition (recorded in the index's meta as `COOCCURRENCE_DEFINITION`): on every
+indexed token (BOS excluded), features i and j co-fire when both activations are
+above zero. For each pair i < j that ever co-fires the index keeps
+
+- `count` C_ij: tokens where both fire (C_ii is the feature's `fire_count`),
+- `product` P_ij: the sum over tokens of a_i * a_j (with the per-feature sum of
+  squares `act_sq_sum`, the activation cosine P_ij / sqrt(Q_i Q_j)),
+
+stored as CSR over the upper triangle (row i, columns j > i). Weights such as the
+Jaccard index C_ij / (C_ii + C_jj - C_ij) are computed from these when a graph is
+made, so one index serves every weighting.
+
+How: each batch's firing codes become a CSR matrix A [tokens, d_sae]; A^T A (one
+sparse-sparse product, cost O(sum over tokens of L0^2), whatever d_sae) gives the
+batch's pairs. Up to `DENSE_MAX` features they are summed into a dense [d_sae, d_sae]
+table (2 x 4 bytes per entry: 8 MB at 1024, 128 MB at 4096); above it into a sparse
+one, merged every `MERGE_EVERY` batches, whose memory is 16 bytes per distinct
+co-firing pair (it never holds a dense d_sae x d_sae matrix: at 16k features that
+would take 2 GiB).
+"""
+
+from __future__ import annotations
+
+import torch
+
+COOCCURRENCE_VERSION = 1
+COOCCURRENCE_DEFINITION = ("per indexed token (BOS excluded): features i < j co-fire when both activations are > 0; "
+                           "count = tokens where both fire, product = sum of a_i * a_j over tokens")
+DENSE_MAX = 4096  # up to this many features the table is dense
+MERGE_EVERY = 8  # batches of sparse pairs held before they are merged (sparse table only)
+
+
+class CooccurrenceCounter:
+    """Accumulates C_ij and P_ij over batches; `finish()` gives the upper-triangle CSR."""
+
+    def __init__(self, d_sae: int, device):
+        self.d_sae, self.device = d_sae, device
+        self.dense = d_sae <= DENSE_MAX
+        self.act_sq_sum = torch.zeros(d_sae, dtype=torch.float64, device=device)
+        if self.dense:
+            self.counts = torch.zeros(d_sae, d_sae, dtype=torch.int32, device=device)
+            self.products = torch.zeros(d_sae, d_sae, dtype=torch.float32, device=device)
+        else:
+            self.keys = torch.zeros(0, dtype=torch.long, device=device)
+            self.sums = torch.zeros(0, 2, dtype=torch.float64, device=device)
+            self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor, n_tokens: int) -> None:
+        """One batch's firing entries: token `rows`, feature `feats`, activation `vals` (> 0),
+        in row-major order (as `nonzero()` gives them)."""
+        self.act_sq_sum.index_add_(0, feats, vals.double() ** 2)
+        if len(vals) == 0:
+            return
+        vals = vals.float()
+        by_feature = torch.argsort(feats, stable=True)  # A^T's CSR order, shared by both products
+        crow = torch.zeros(n_tokens + 1, dtype=torch.long, device=vals.device)
+        crow[1:] = torch.bincount(rows, minlength=n_tokens).cumsum(0)
+        crow_t = torch.zeros(self.d_sae + 1, dtype=torch.long, device=vals.device)
+        crow_t[1:] = torch.bincount(feats, minlength=self.d_sae).cumsum(0)
+        shape, shape_t, rows_t = (n_tokens, self.d_sae), (self.d_sae, n_tokens), rows[by_feature]
+
+        def gram(values: torch.Tensor) -> torch.Tensor:  # A^T A for A with these values
+            return torch.sparse_csr_tensor(crow_t, rows_t, values[by_feature], shape_t) @ \
+                torch.sparse_csr_tensor(crow, feats, values, shape)
+
+        counts, products = gram(torch.ones_like(vals)), gram(vals)
+        # both have the pattern of A^T A (all values > 0: no cancellation), in one order
+        if not torch.equal(counts.col_indices(), products.col_indices()):
+            raise RuntimeError("co-occurrence: the count and product tables disagree on their pairs")
+        i, j = _coordinates(counts)
+        c, p = counts.values(), products.values()
+        if self.dense:  # the whole symmetric table: cheaper than picking out its upper half
+            self.counts.view(-1).index_add_(0, i * self.d_sae + j, c.round().int())
+            self.products.view(-1).index_add_(0, i * self.d_sae + j, p)
+        else:
+            upper = j > i
+            self.pending.append((i[upper] * self.d_sae + j[upper], torch.stack([c[upper].double(), p[upper].double()], 1)))
+            if len(self.pending) >= MERGE_EVERY:
+                self._merge()
+
+    def _merge(self) -> None:
+        keys = torch.cat([self.keys, *(k for k, _ in self.pending)])
+        sums = torch.cat([self.sums, *(s for _, s in self.pending)])
+        self.pending = []
+        self.keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        self.sums = torch.zeros(len(self.keys), 2, dtype=torch.float64, device=self.device).index_add_(0, inverse, sums)
+
+    def nbytes(self) -> int:
+        """The memory the table holds now (for the benchmark's report)."""
+        if self.dense:
+            return self.counts.nbytes + self.products.nbytes
+        return self.keys.nbytes + self.sums.nbytes + sum(k.nbytes + s.nbytes for k, s in self.pending)
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        """The `FeatureIndex` co-occurrence fields: `cooc_offsets` [S+1], `cooc_columns`,
+        `cooc_counts`, `cooc_products` (pairs i < j, by row then column) and `act_sq_sum`."""
+        if self.dense:
+            i, j = self.counts.triu(1).nonzero(as_tuple=True)
+            counts, products = self.counts[i, j], self.products[i, j]
+        else:
+            self._merge()
+            i, j = self.keys // self.d_sae, self.keys % self.d_sae
+            counts, products = self.sums[:, 0].round().int(), self.sums[:, 1].float()
+        offsets = torch.zeros(self.d_sae + 1, dtype=torch.long)
+        offsets[1:] = torch.bincount(i.cpu(), minlength=self.d_sae).cumsum(0)
+        return {"cooc_offsets": offsets, "cooc_columns": j.cpu().int(), "cooc_counts": counts.cpu().int(),
+                "cooc_products": products.cpu().float(), "act_sq_sum": self.act_sq_sum.cpu()}
+
+
+def _coordinates(csr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    crow, col = csr.crow_indices(), csr.col_indices()
+    row = torch.repeat_interleave(torch.arange(len(crow) - 1, device=col.device), crow.diff())
+    return row, col
