@@ -405,6 +405,11 @@ from engine.cli_emergence import emergence_command  # noqa: E402 (its body lives
 
 app.command("emergence")(emergence_command)
 
+from engine.cli_graph import compare_command, graph_command  # noqa: E402 (their bodies live there)
+
+app.command("graph")(graph_command)
+app.command("compare")(compare_command)
+
 
 @engine_app.command("serve")
 def engine_serve(

@@ -18,8 +18,12 @@ which features are the same, and can graph structure alone find a feature's part
   z-scored over both graphs; candidates ranked by Euclidean distance. No anchors.
   `anchored`: a fraction `anchors` of the true pairs is given (the "already matched
   neighbours"); every other feature is described by its edge weights to the
-  anchors, and candidates are ranked by the cosine of those profiles. Scored on the
-  features that were not anchors.
+  anchors in the complete weighted graph (every co-firing pair, before the edge
+  rule: on the thresholded graph most features touch no anchor at all), and
+  candidates are ranked by the cosine of those profiles. Scored on the features
+  that were not anchors.
+- Ties count against a method: the partner is found at rank r when r other
+  candidates score at least as high.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import scipy.sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import jensenshannon
 
-from engine.graph import degree_distribution, strengths
+from engine.graph import PairTable, degree_distribution, strengths
 
 TOP_K = 10  # the wider accuracy: the partner among the best TOP_K candidates
 BLOCK = 1024  # rows of A scored at a time (a [BLOCK, d_b] matrix)
@@ -87,20 +91,20 @@ def signatures(g: nx.Graph, d_sae: int) -> np.ndarray:
     return sig
 
 
-def adjacency(g: nx.Graph, d_sae: int) -> scipy.sparse.csr_array:
-    """The weighted adjacency [d_sae, d_sae], every feature a row (dead ones empty)."""
-    rows, cols, vals = [], [], []
-    for a, b, w in g.edges(data="weight"):
-        rows += [a, b]
-        cols += [b, a]
-        vals += [w, w]
-    return scipy.sparse.csr_array((vals, (rows, cols)), shape=(d_sae, d_sae))
+def weighted_adjacency(pairs: PairTable, weight: str) -> scipy.sparse.csr_array:
+    """[d_sae, d_sae]: every co-firing pair's weight, both ways: the complete weighted
+    graph, before any edge rule (the anchored matching's input)."""
+    w, d_sae = pairs.weight(weight), len(pairs.fire_count)
+    rows, cols = np.concatenate([pairs.i, pairs.j]), np.concatenate([pairs.j, pairs.i])
+    return scipy.sparse.csr_array((np.concatenate([w, w]), (rows, cols)), shape=(d_sae, d_sae))
 
 
 def rank_of_partner(score_rows: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """For each row, how many candidates score strictly higher than its true partner."""
+    """For each row, how many other candidates score at least as high as its true partner
+    (a tie counts against it: a feature that touches no anchor scores 0 everywhere and
+    must not count as found)."""
     true_scores = score_rows[np.arange(len(truth)), truth]
-    return (score_rows > true_scores[:, None]).sum(1)
+    return (score_rows >= true_scores[:, None]).sum(1) - 1
 
 
 def signature_scores(sig_a: np.ndarray, sig_b: np.ndarray, rows: np.ndarray) -> np.ndarray:

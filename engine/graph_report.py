@@ -15,12 +15,12 @@ import numpy as np
 from engine.errors import UserError
 from engine.graph import (COMMUNITY_FEATURES, build_graph, communities, degrees, histogram, pair_table, rule_text,
                           strengths)
-from engine.graph_compare import (accuracy, adjacency, anchored_scores, assignment, degree_jsd,
+from engine.graph_compare import (accuracy, anchored_scores, assignment, degree_jsd,
                                   partner_of, pick_anchors, random_baseline, signature_scores, signatures)
 from engine.jobs import Job, as_job
 from engine.protocol_graph import (Distribution, FeatureMatch, GraphCommunity, GraphComparison, GraphNeighbour,
                                    GraphNode, GraphStats, RandomBaseline, StructuralAccuracy)
-from engine.graph_compare import unit
+from engine.graph_compare import unit, weighted_adjacency
 
 COMMUNITIES_LISTED = 12
 HUBS_LISTED = 10
@@ -124,6 +124,8 @@ def _baseline(g, draws: int, seed: int) -> RandomBaseline:
 
 def check_comparable(view_a, view_b) -> str:
     """The note on what matching means; a UserError when the two cannot be compared."""
+    if view_a.lm is not view_b.lm:
+        raise UserError("the two SAEs were made for different models: their features cannot be matched")
     if view_a.hook != view_b.hook:
         raise UserError(f"the two SAEs read different hooks ({view_a.hook} and {view_b.hook}): "
                         "their features live in different spaces, so matching them means nothing")
@@ -168,7 +170,8 @@ def graph_compare(view_a, view_b, params, job: Job | None = None) -> GraphCompar
     job.progress(4 / steps, "structural matching")
     true_rows = rows[cos >= params.threshold]
     sig_a, sig_b = signatures(g_a, d_a), signatures(g_b, d_b)
-    adj_a, adj_b = adjacency(g_a, d_a), adjacency(g_b, d_b)
+    adj_a = weighted_adjacency(pair_table(view_a.index), params.weight)
+    adj_b = weighted_adjacency(pair_table(view_b.index), params.weight)
     top1, top10 = accuracy(lambda r: signature_scores(sig_a, sig_b, r), true_rows, partner[true_rows])
     structural = [StructuralAccuracy(method="signature", top1=top1, top10=top10, evaluated=len(true_rows), anchors=0)]
     job.check()
