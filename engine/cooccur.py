@@ -13,13 +13,13 @@ stored as CSR over the upper triangle (row i, columns j > i). Weights such as th
 Jaccard index C_ij / (C_ii + C_jj - C_ij) are computed from these when a graph is
 made, so one index serves every weighting.
 
-How: each batch's firing codes become a CSR matrix A [tokens, d_sae]; A^T A (one
-sparse-sparse product, cost O(sum over tokens of L0^2), whatever d_sae) gives the
-batch's pairs. Up to `DENSE_MAX` features they are summed into a dense [d_sae, d_sae]
-table (2 x 4 bytes per entry: 8 MB at 1024, 128 MB at 4096); above it into a sparse
-one, merged every `MERGE_EVERY` batches, whose memory is 16 bytes per distinct
-co-firing pair (it never holds a dense d_sae x d_sae matrix: at 16k features that
-would take 2 GiB).
+How: each batch's firing codes are a matrix A [tokens, d_sae]; A^T A gives the
+batch's pairs. Up to `DENSE_MAX` features, A^T (sparse) times A (dense) is summed
+into a dense [d_sae, d_sae] table (2 x 4 bytes per entry: 8 MB at 1024, 128 MB at
+4096). Above it, scipy's sparse product (cost O(sum over tokens of L0^2), whatever
+d_sae) feeds a sparse table merged every `MERGE_EVERY` batches, whose memory is 16
+bytes per distinct co-firing pair: it never holds a dense d_sae x d_sae matrix (at
+16k features that would take 2 GiB).
 """
 
 from __future__ import annotations
@@ -49,37 +49,52 @@ class CooccurrenceCounter:
             self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def add(self, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor, n_tokens: int) -> None:
-        """One batch's firing entries: token `rows`, feature `feats`, activation `vals` (> 0),
-        in row-major order (as `nonzero()` gives them)."""
+        """One batch's firing entries: token `rows`, feature `feats`, activation `vals` (> 0)."""
         self.act_sq_sum.index_add_(0, feats, vals.double() ** 2)
         if len(vals) == 0:
             return
-        vals = vals.float()
-        by_feature = torch.argsort(feats, stable=True)  # A^T's CSR order, shared by both products
-        crow = torch.zeros(n_tokens + 1, dtype=torch.long, device=vals.device)
-        crow[1:] = torch.bincount(rows, minlength=n_tokens).cumsum(0)
+        if self.dense:
+            self._add_dense(rows, feats, vals.float(), n_tokens)
+        else:
+            self._add_sparse(rows, feats, vals, n_tokens)
+
+    def _add_dense(self, rows, feats, vals, n_tokens: int) -> None:
+        """A^T (sparse, CSR) times A (dense): the whole symmetric [S, S] table of the batch.
+        Not sparse times sparse: torch's CSR @ CSR leaks about 2 MB a call on the CPU
+        (torch 2.13), which over a long index pass is gigabytes."""
+        by_feature = torch.argsort(feats, stable=True)
         crow_t = torch.zeros(self.d_sae + 1, dtype=torch.long, device=vals.device)
         crow_t[1:] = torch.bincount(feats, minlength=self.d_sae).cumsum(0)
-        shape, shape_t, rows_t = (n_tokens, self.d_sae), (self.d_sae, n_tokens), rows[by_feature]
+        rows_t = rows[by_feature]
+        for table, values in ((self.counts, torch.ones_like(vals)), (self.products, vals)):
+            dense = torch.zeros(n_tokens, self.d_sae, device=vals.device)
+            dense[rows, feats] = values
+            # built from sorted, in-range indices: the invariant checks would only cost time
+            a_t = torch.sparse_csr_tensor(crow_t, rows_t, values[by_feature], (self.d_sae, n_tokens),
+                                          check_invariants=False)
+            gram = a_t @ dense
+            table += gram.round().int() if table.dtype == torch.int32 else gram
 
-        def gram(values: torch.Tensor) -> torch.Tensor:  # A^T A for A with these values
-            return torch.sparse_csr_tensor(crow_t, rows_t, values[by_feature], shape_t) @ \
-                torch.sparse_csr_tensor(crow, feats, values, shape)
+    def _add_sparse(self, rows, feats, vals, n_tokens: int) -> None:
+        """scipy's sparse product (on the CPU): memory grows with the pairs, never [S, S]."""
+        import numpy as np
+        import scipy.sparse
 
-        counts, products = gram(torch.ones_like(vals)), gram(vals)
-        # both have the pattern of A^T A (all values > 0: no cancellation), in one order
-        if not torch.equal(counts.col_indices(), products.col_indices()):
-            raise RuntimeError("co-occurrence: the count and product tables disagree on their pairs")
-        i, j = _coordinates(counts)
-        c, p = counts.values(), products.values()
-        if self.dense:  # the whole symmetric table: cheaper than picking out its upper half
-            self.counts.view(-1).index_add_(0, i * self.d_sae + j, c.round().int())
-            self.products.view(-1).index_add_(0, i * self.d_sae + j, p)
-        else:
-            upper = j > i
-            self.pending.append((i[upper] * self.d_sae + j[upper], torch.stack([c[upper].double(), p[upper].double()], 1)))
-            if len(self.pending) >= MERGE_EVERY:
-                self._merge()
+        r, f, v = rows.cpu().numpy(), feats.cpu().numpy(), vals.double().cpu().numpy()
+        shape = (n_tokens, self.d_sae)
+        fired = scipy.sparse.csr_array((np.ones_like(v), (r, f)), shape=shape)
+        acts = scipy.sparse.csr_array((v, (r, f)), shape=shape)
+        counts = scipy.sparse.triu(fired.T @ fired, 1).tocoo()
+        products = scipy.sparse.triu(acts.T @ acts, 1).tocoo()
+        # same pattern (all values > 0), but keyed separately so no order is assumed
+        keys = torch.from_numpy(np.concatenate([counts.row * self.d_sae + counts.col,
+                                                products.row * self.d_sae + products.col]).astype(np.int64))
+        sums = torch.zeros(len(keys), 2, dtype=torch.float64)
+        sums[:counts.nnz, 0] = torch.from_numpy(counts.data.astype(np.float64))
+        sums[counts.nnz:, 1] = torch.from_numpy(products.data.astype(np.float64))
+        self.pending.append((keys.to(self.device), sums.to(self.device)))
+        if len(self.pending) >= MERGE_EVERY:
+            self._merge()
 
     def _merge(self) -> None:
         keys = torch.cat([self.keys, *(k for k, _ in self.pending)])
@@ -97,7 +112,7 @@ class CooccurrenceCounter:
     def finish(self) -> dict[str, torch.Tensor]:
         """The `FeatureIndex` co-occurrence fields: `cooc_offsets` [S+1], `cooc_columns`,
         `cooc_counts`, `cooc_products` (pairs i < j, by row then column) and `act_sq_sum`."""
-        if self.dense:
+        if self.dense:  # the table is symmetric: its upper half
             i, j = self.counts.triu(1).nonzero(as_tuple=True)
             counts, products = self.counts[i, j], self.products[i, j]
         else:
@@ -108,9 +123,3 @@ class CooccurrenceCounter:
         offsets[1:] = torch.bincount(i.cpu(), minlength=self.d_sae).cumsum(0)
         return {"cooc_offsets": offsets, "cooc_columns": j.cpu().int(), "cooc_counts": counts.cpu().int(),
                 "cooc_products": products.cpu().float(), "act_sq_sum": self.act_sq_sum.cpu()}
-
-
-def _coordinates(csr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    crow, col = csr.crow_indices(), csr.col_indices()
-    row = torch.repeat_interleave(torch.arange(len(crow) - 1, device=col.device), crow.diff())
-    return row, col
