@@ -4,7 +4,7 @@ features are joined when they fire together on the same tokens often enough.
 Built from the co-occurrence the index counts (engine/cooccur.py), so it needs no
 model pass of its own. The graph algorithms are networkx's.
 
-Definitions (also in `GraphStats.rule` and docs/graphs.md)
+Definitions (`GraphStats.rule` says them in words)
 - Nodes: the features that fired at least once in the index (a dead feature cannot
   co-fire; the count of those left out is reported).
 - Edge weight, one of:
