@@ -221,3 +221,81 @@ def test_the_shipped_seeds_have_comparable_graphs():
         graphs.append(build_graph(pair_table(index)))
     divergence, _ = degree_jsd(*graphs)
     assert divergence < 0.2  # alike; against G(n, m) it is above 0.5 (closing note of issue 15)
+
+
+def _shipped_weights(name: str):
+    from safetensors.numpy import load_file
+
+    from engine.paths import WEIGHTS_DIR
+
+    return load_file(str(WEIGHTS_DIR / "saes" / name / "sae_weights.safetensors"))
+
+
+def test_graph_and_compare_commands():
+    """`saescope graph` / `compare` on the shipped seeds, JSON checked against networkx
+    and scipy run here on the saved files; bad input exits 2 with one line."""
+    import msgspec
+    from scipy.optimize import linear_sum_assignment
+
+    from engine.protocol import GraphComparison, GraphNode, GraphStats
+    from tests.conftest import run_saescope
+
+    r = run_saescope("graph", "mlp_out-topk", "--feature", "5", "--n", "4", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats_line, node_line = r.stdout.strip().splitlines()
+    stats, node = msgspec.json.decode(stats_line, type=GraphStats), msgspec.json.decode(node_line, type=GraphNode)
+    from engine.paths import WEIGHTS_DIR
+
+    folder = WEIGHTS_DIR / "saes" / "mlp_out-topk"
+    meta = json.loads((folder / "index" / "shard.json").read_text())
+    g = build_graph(pair_table(load_index(folder, "shard", {k: meta[k] for k in ("sae", "corpus")})))
+    assert (stats.nodes, stats.edges) == (g.number_of_nodes(), g.number_of_edges())
+    assert stats.degree_counts == nx.degree_histogram(g) and stats.components == nx.number_connected_components(g)
+    assert node.feature == 5 and len(node.neighbours) == 4 and node.degree == g.degree(5)
+    assert node.neighbours[0].feature == max(g[5], key=lambda f: g[5][f]["weight"])
+
+    r = run_saescope("compare", "mlp_out-topk", "mlp_out-topk-s1", "--feature", "5", "--n", "3", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    c = msgspec.json.decode(r.stdout.strip().splitlines()[-1], type=GraphComparison)
+    a, b = _shipped_weights("mlp_out-topk")["W_dec"], _shipped_weights("mlp_out-topk-s1")["W_dec"]
+    cos = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+    rows, cols = linear_sum_assignment(-cos.astype(np.float64))
+    assert c.shared_fraction == pytest.approx(float((cos[rows, cols] >= 0.7).mean()), abs=1.5 / 1024)
+    assert c.mean_cosine == pytest.approx(float(cos[rows, cols].mean()), abs=1e-4)
+    assert c.partner.feature == cols[5] and c.by_decoder[0].feature == int(cos[5].argmax())
+    assert c.degree_divergence < c.random.divergence_mean and c.degree_distance == pytest.approx(c.degree_divergence ** 0.5)
+    assert [s.method for s in c.structural] == ["signature", "anchored"]
+
+    r = run_saescope("compare", "mlp_out-topk", "resid_mid-topk")
+    assert r.returncode == 2 and "different hooks" in r.stderr
+    r = run_saescope("graph", "mlp_out-topk", "--weight", "bogus")
+    assert r.returncode == 2 and "bad option" in r.stderr
+
+
+def test_graph_methods_over_the_protocol():
+    from engine.protocol import decode_result
+    from tests.engine.engine_proc import EngineProcess
+
+    engine = EngineProcess()
+    try:
+        engine.request("gl", "model.load")
+        assert engine.reply("gl")[0]["status"] == "ok"
+        engine.request("gs", "graph.stats", path="mlp_out-topk", min_weight=0.1)
+        reply, _ = engine.reply("gs")
+        s = decode_result("graph.stats", reply["result"])
+        assert s.min_weight == 0.1 and s.edges > 0 and s.communities
+        engine.request("gn", "graph.node", path="mlp_out-topk", min_weight=0.1, feature=s.hubs[0].feature, n=3)
+        node = decode_result("graph.node", engine.reply("gn")[0]["result"])
+        assert node.degree == s.hubs[0].degree and len(node.neighbours) == 3
+        engine.request("gc", "graph.compare", path="mlp_out-topk", other="mlp_out-topk-s1", feature=7, draws=2)
+        reply, events = engine.reply("gc")
+        c = decode_result("graph.compare", reply["result"])
+        assert c.feature == 7 and c.partner is not None and c.random.draws == 2 and events
+        engine.request("gx", "graph.node", path="mlp_out-topk", feature=-1)
+        assert "out of range" in engine.reply("gx")[0]["error"]
+        engine.request("gy", "graph.compare", path="mlp_out-topk", other="no-such-sae")
+        assert "no SAE folder or shipped SAE named" in engine.reply("gy")[0]["error"]
+        engine.request("gz", "ping")
+        assert engine.reply("gz")[0]["status"] == "ok"  # the engine goes on
+    finally:
+        engine.close()
