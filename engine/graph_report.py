@@ -20,7 +20,7 @@ from engine.graph_compare import (accuracy, anchored_scores, assignment, degree_
 from engine.jobs import Job, as_job
 from engine.protocol_graph import (Distribution, FeatureMatch, GraphCommunity, GraphComparison, GraphNeighbour,
                                    GraphNode, GraphStats, RandomBaseline, StructuralAccuracy)
-from engine.graph_compare import unit, weighted_adjacency
+from engine.graph_compare import OPTIMAL_MAX, matching_method, unit, weighted_adjacency
 
 COMMUNITIES_LISTED = 12
 HUBS_LISTED = 10
@@ -38,22 +38,20 @@ def ensure_cooccurrence(view, job: Job | None = None):
 def graph_of(view, params, job: Job | None = None):
     """The view's graph for `params`' edge rule (built once per rule)."""
     index = ensure_cooccurrence(view, job)
-    cache = view.__dict__.setdefault("_graphs", {})
-    key = (params.weight, params.min_weight, params.min_count, id(index))
-    if key not in cache:
+    key = ("graph", params.weight, params.min_weight, params.min_count, id(index))
+    if key not in view.graphs:
         if params.min_count < 1:
             raise UserError("min_count must be at least 1: an edge needs the two features to fire together")
-        cache.clear()  # one rule at a time: a new rule or a rebuilt index replaces the old graph
-        cache[key] = build_graph(pair_table(index), params.weight, params.min_weight, params.min_count)
-    return cache[key]
+        view.graphs.clear()  # one rule at a time: a new rule or a rebuilt index replaces the old graph
+        view.graphs[key] = build_graph(pair_table(index), params.weight, params.min_weight, params.min_count)
+    return view.graphs[key]
 
 
 def _communities(view, g, seed: int):
-    cache = view.__dict__.setdefault("_communities", {})
-    if id(g) not in cache:
-        cache.clear()
-        cache[id(g)] = communities(g, seed)
-    return cache[id(g)]
+    key = ("communities", id(g), seed)
+    if key not in view.graphs:
+        view.graphs[key] = communities(g, seed)
+    return view.graphs[key]
 
 
 def _neighbour(view, g, feature: int, edge: dict) -> GraphNeighbour:
@@ -132,10 +130,14 @@ def check_comparable(view_a, view_b) -> str:
     d_in_a, d_in_b = view_a.sae.W_dec.shape[1], view_b.sae.W_dec.shape[1]
     if d_in_a != d_in_b:
         raise UserError(f"the two SAEs' decoders have different widths ({d_in_a} and {d_in_b})")
-    if view_a.d_sae == view_b.d_sae:
-        return f"one-to-one matching of all {view_a.d_sae} features"
-    small = min(view_a.d_sae, view_b.d_sae)
-    return (f"different widths ({view_a.d_sae} and {view_b.d_sae}): a one-to-one matching of {small} features, "
+    d_a, d_b = view_a.d_sae, view_b.d_sae
+    if matching_method(d_a, d_b) == "nearest":
+        return (f"each of the {d_a} features matched to its nearest direction in the other SAE, not one-to-one "
+                f"(an optimal assignment is used up to {OPTIMAL_MAX} features)")
+    if d_a == d_b:
+        return f"one-to-one matching of all {d_a} features"
+    small = min(d_a, d_b)
+    return (f"different widths ({d_a} and {d_b}): a one-to-one matching of {small} features, "
             f"every feature of the smaller SAE matched and the rest of the larger left out; "
             f"the shared fraction is of the smaller SAE's {small} features")
 

@@ -64,6 +64,7 @@ class SaeView:
         self._vocab: list[str] | None = None
         self._descriptions: dict[int, str] = {}
         self._dead: dict | None = None
+        self.graphs: dict = {}  # co-activation graphs and their communities, by edge rule (engine/graph_report.py)
 
     @property
     def d_sae(self) -> int:

@@ -157,6 +157,15 @@ def test_jsd_and_matching_against_independent_computations():
     best = max(itertools.permutations(range(6)), key=lambda perm: sum(full[i, perm[i]] for i in range(6)))
     assert list(cols[np.argsort(rows)]) == list(best)
     np.testing.assert_allclose(cos, full[rows, cols])
+    import engine.graph_compare as gc
+
+    gc_max, gc.OPTIMAL_MAX = gc.OPTIMAL_MAX, 4  # wider than this: each row's nearest, not one-to-one
+    try:
+        rows, cols, cos = assignment(a, b)
+    finally:
+        gc.OPTIMAL_MAX = gc_max
+    assert list(rows) == list(range(6)) and list(cols) == list(full.argmax(1))
+    np.testing.assert_allclose(cos, full.max(1))
     # a tie counts against the method: all-zero scores never find the partner
     assert list(rank_of_partner(np.zeros((2, 5)), np.array([1, 3]))) == [4, 4]
     assert list(rank_of_partner(np.array([[0.1, 0.9, 0.5]]), np.array([1]))) == [0]
