@@ -6,7 +6,7 @@ are handled here and handed to the widgets that show them.
 
 Notes
 - Keys that must work while typing in the prompt are ctrl keys or F-keys (F1 help,
-  F2-F6 the panes); the letter keys (`?`, `l`, `r`) do the same where no text
+  F2-F7 the panes); the letter keys (`?`, `l`, `r`) do the same where no text
   field has focus. Digits are the Inspector's (neighbours), so panes have F-keys.
 - The log toggle never moves focus: the user keeps their place (Tab reaches the
   log when it is shown).
@@ -44,6 +44,8 @@ from tui.widgets.ablation_pane import AblationPane
 from tui.widgets.ablation_tree import AblationTree
 from tui.widgets.circuit_pane import CircuitPane
 from tui.widgets.circuit_tree import CircuitTree
+from tui.widgets.graph_pane import GraphPane
+from tui.widgets.graph_tree import NeighbourTree
 from tui.widgets.inspector_pane import InspectorPane
 from tui.widgets.runs_table import RunsTable
 from tui.widgets.train_pane import TrainPane
@@ -52,7 +54,7 @@ from tui.screens.quit_training import QuitTrainingScreen
 RESTART_CONFIRM_S = 3.0
 # (pane id, title, key): the tabs, their keys, the palette's "Show pane" entries
 PANES = [("predict", "Predict", "f2"), ("inspector", "Inspector", "f3"), ("ablation", "Ablation", "f4"),
-         ("train", "Training", "f5"), ("circuit", "Circuit", "f6")]
+         ("train", "Training", "f5"), ("circuit", "Circuit", "f6"), ("graph", "Graph", "f7")]
 
 
 class SaescopeApp(App[None]):
@@ -69,7 +71,7 @@ class SaescopeApp(App[None]):
         Binding("ctrl+g", "cancel_jobs", "Cancel", id="app.cancel_jobs",
                 tooltip="Cancel the running engine jobs"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False, tooltip="Quit saescope"),
-        # one footer entry for them all ("F2…F6 Panes"); the help lists each
+        # one footer entry for them all ("F2…F7 Panes"); the help lists each
         *(Binding(key, f"show_pane('{pane}')", "Panes" if i == 0 else title, id=f"app.pane.{pane}",
                   show=i == 0, key_display=f"F2…{PANES[-1][2].upper()}" if i == 0 else key.upper(), tooltip=f"Show the {title} pane")
           for i, (pane, title, key) in enumerate(PANES)),
@@ -89,7 +91,7 @@ class SaescopeApp(App[None]):
         saes = SaeSession(self.link)
         panes = {"predict": lambda: PredictPane(self.link), "inspector": lambda: InspectorPane(self.link, saes),
                  "ablation": lambda: AblationPane(self.link, saes), "train": lambda: TrainPane(self.link),
-                 "circuit": lambda: CircuitPane(self.link, saes)}
+                 "circuit": lambda: CircuitPane(self.link, saes), "graph": lambda: GraphPane(self.link)}
         with TabbedContent(id="panes"):
             for pane, title, _ in PANES:
                 with TabPane(title, id=pane):
@@ -166,6 +168,7 @@ class SaescopeApp(App[None]):
                 ("Ablation", [*AblationPane.BINDINGS, *AblationTree.BINDINGS]),
                 ("Training", [*TrainPane.BINDINGS, *RunsTable.BINDINGS]),
                 ("Circuit", [*CircuitPane.BINDINGS, *CircuitTree.BINDINGS]),
+                ("Graph", [*GraphPane.BINDINGS, *NeighbourTree.BINDINGS]),
                 ("Log (focused)", LogView.BINDINGS)]
 
     def palette_commands(self) -> list[tuple[str, str, str]]:

@@ -152,16 +152,16 @@ def test_help_and_log(make_app, wait_until):
             await pilot.press("f1")
             assert isinstance(app.screen, HelpScreen)
             shown = _help_text(app.screen)
-            for pane in ("Predict", "Inspector", "Ablation", "Training", "Circuit"):
+            for pane in ("Predict", "Inspector", "Ablation", "Training", "Circuit", "Graph"):
                 assert pane in shown  # a section per pane, and its key
-            assert "F2" in shown and "F6" in shown and "Show the Ablation pane" in shown
+            assert "F2" in shown and "F7" in shown and "Show the Ablation pane" in shown
             await pilot.press("escape")
             assert not isinstance(app.screen, HelpScreen)
 
             # a key per pane, also while typing; each puts focus into its pane
             tabs = app.query_one(TabbedContent)
             for key, pane in (("f4", "ablation"), ("f3", "inspector"), ("f5", "train"), ("f6", "circuit"),
-                              ("f2", "predict")):
+                              ("f7", "graph"), ("f2", "predict")):
                 await pilot.press(key)
                 await pilot.pause(0.05)
                 assert tabs.active == pane
@@ -199,7 +199,7 @@ def test_palette_lists_panes_and_pane_actions_and_no_debug_entries(make_app, wai
             await wait_until(pilot, lambda: app.link.connected, 30, "the engine")
             names = [name for name, _, _ in app.palette_commands()]
             assert not any("test job" in n.lower() for n in names)
-            for title in ("Predict", "Inspector", "Ablation", "Training", "Circuit"):
+            for title in ("Predict", "Inspector", "Ablation", "Training", "Circuit", "Graph"):
                 assert f"Show pane: {title}" in names
             assert any(n.startswith("Ablation: Toggle ablation") for n in names)
             assert any(n.startswith("Circuit: Raise the threshold") for n in names)

@@ -1,5 +1,6 @@
 """The UI boundary: no tui module pulls in torch, transformer_lens or sae_lens, and
-from the engine package only `engine.protocol`, `engine.figures`, `engine.feature_text` and
+from the engine package only `engine.protocol` (with its parts `protocol_base` and
+`protocol_graph`), `engine.figures`, `engine.feature_text` and
 `engine.map_draw` (plus the
 tiny `engine/__init__`)
 is imported. The client stays free of Textual so scripts can use it."""
@@ -15,7 +16,8 @@ from pathlib import Path
 import tui
 
 HEAVY = ("torch", "transformer_lens", "sae_lens", "transformers")
-ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures", "engine.feature_text", "engine.map_draw"}
+ENGINE_ALLOWED = {"engine", "engine.protocol", "engine.figures", "engine.feature_text", "engine.map_draw",
+                  "engine.protocol_base", "engine.protocol_graph"}  # the protocol's own parts, which it re-exports
 
 
 def tui_modules() -> list[str]:

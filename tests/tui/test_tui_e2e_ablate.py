@@ -1,5 +1,5 @@
 """End to end: the real `saescope` command in tmux at 80x24, attached to a
-listening engine, used like a person: every pane by its key (F2-F6), help with F1
+listening engine, used like a person: every pane by its key (F2-F7), help with F1
 while typing, then the Ablation pane: a prompt, its tree, two levels expanded, a
 node ablated with `a` (the prediction before and after), restored with `a`,
 ablated again, the down tree with its before/after table, and that node opened
@@ -37,12 +37,12 @@ def test_ablation_pane_in_tmux(tmux, sae_engine):
     # SAE folders are the test's copies.
     tmux.start(f"env SAESCOPE_WEIGHTS={sae_engine.weights} saescope --connect {sae_engine.address} --token {TOKEN}")
     tmux.wait_for("mini-gelu-1l · ")
-    tmux.wait_for("F2…F6 Panes", 10)  # the pane keys, in the footer
+    tmux.wait_for("F2…F7 Panes", 10)  # the pane keys, in the footer
 
     # Every pane by its key, even while typing in the prompt.
     tmux("send-keys", "-t", "app", "def f(")
-    for key, seen in (("F3", "feature "), ("F5", "quiet fraction"), ("F6", "no circuit yet"), ("F2", "def f("),
-                      ("F4", "no tree yet")):
+    for key, seen in (("F3", "feature "), ("F5", "quiet fraction"), ("F6", "no circuit yet"), ("F7", "no feature yet"),
+                      ("F2", "def f("), ("F4", "no tree yet")):
         keys(tmux, key)
         tmux.wait_for(seen, 10)
     keys(tmux, "F1")
