@@ -334,8 +334,10 @@ def ablate(
 def circuit(
     task: str = typer.Option(..., "--task", help="A JSON-lines task file, or a shipped task: was_were, close_paren, from_import."),
     sae: list[str] = typer.Option(..., "--sae", help="An SAE site (folder); repeat, upstream first."),
-    method: Optional[str] = typer.Option(None, "--method", help="attribution (default) or ig (integrated gradients)."),
+    method: Optional[str] = typer.Option(None, "--method", help="attribution (default), ig (integrated gradients) or mask (a binary mask over latents trained for the metric)."),
     ig_steps: Optional[int] = typer.Option(None, "--ig-steps", help="Integrated-gradient steps (default 10)."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="--method mask: the mask's sparsity weight (larger: smaller circuit); instead of --threshold."),
+    mask_steps: Optional[int] = typer.Option(None, "--mask-steps", help="--method mask: Adam steps per mask (default 150)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Keep nodes with |effect| above it (default: the smallest swept circuit with faithfulness 0.8)."),
     edge_threshold: Optional[float] = typer.Option(None, "--edge-threshold", help="Keep edges with |effect| above it (default: a quarter of the node threshold)."),
     sweep: bool = typer.Option(False, "--sweep", help="Also sweep thresholds: faithfulness and completeness against circuit size (always without --threshold)."),
@@ -363,7 +365,13 @@ def circuit(
     from engine.protocol import CircuitFindParams
     from engine.saes import load_sae, model_spec_for
 
-    given = {"method": method, "ig_steps": ig_steps, "threshold": threshold, "edge_threshold": edge_threshold,
+    if lam is not None and (method != "mask" or threshold is not None):
+        fail("--lambda goes with --method mask, instead of --threshold")
+    if method == "mask" and threshold is not None:
+        fail("--method mask takes --lambda, not --threshold")
+    threshold = lam if lam is not None else threshold
+    given = {"method": method, "ig_steps": ig_steps, "mask_steps": mask_steps, "threshold": threshold,
+             "edge_threshold": edge_threshold,
              "patch_state": patch_state, "max_nodes": max_nodes, "points": points, "context": context}
     try:
         params = msgspec.convert({"task": task, "saes": sae, "sweep": sweep, "errors": not features_only,

@@ -213,6 +213,9 @@ class TreeAblateParams(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["zero", "mean"] = "zero"
 
 
+MASK_STEPS = 150  # Adam steps of one mask circuit
+
+
 class CircuitFindParams(msgspec.Struct, forbid_unknown_fields=True):
     """Find a circuit for a task through SAE sites (`saes`, upstream first) and evaluate it.
 
@@ -223,8 +226,12 @@ class CircuitFindParams(msgspec.Struct, forbid_unknown_fields=True):
     task: str  # a JSON-lines file or a shipped task's name
     saes: list[str]
     circuit: str = "circuit"  # a name the client picks; later requests refer to it
-    method: Literal["attribution", "ig"] = "attribution"
+    # mask: a binary mask over (position, latent) trained for the metric (engine/circuits/mask.py);
+    # then `threshold` is the mask's sparsity weight lambda, circuits are per position, and
+    # `errors` keeps the error terms clean (else they sit at their means)
+    method: Literal["attribution", "ig", "mask"] = "attribution"
     ig_steps: int = 10
+    mask_steps: int = MASK_STEPS  # Adam steps per mask
     threshold: Optional[float] = None  # nodes with |effect| above it
     edge_threshold: Optional[float] = None  # edges with |effect| above it (default: threshold / 4)
     errors: bool = True  # error nodes may enter the circuit
@@ -576,11 +583,12 @@ class CircuitEdge(msgspec.Struct):
 
 
 class CurvePoint(msgspec.Struct):
-    threshold: float
+    threshold: float  # the mask method's: its lambda
     nodes: int
     features: int  # nodes that are features (the rest are error terms)
     faithfulness: float
     completeness: float
+    plain: Optional[float] = None  # m(C) / m(M): faithfulness without the m(empty) baseline
 
 
 class CircuitFigures(msgspec.Struct):
@@ -595,6 +603,7 @@ class CircuitFigures(msgspec.Struct):
     m_complement: float
     faithfulness: float
     completeness: float
+    plain: Optional[float] = None  # m(C) / m(M)
 
 
 class CircuitCrossings(msgspec.Struct, frozen=True):

@@ -121,6 +121,12 @@ def _fraction(x: float | None) -> str:
     return "—" if x is None or x != x else f"{x:.2f}"
 
 
+def _errors_note(found: CircuitFound) -> str:
+    if found.method == "mask":
+        return ", error terms kept clean" if found.errors else ", error terms at their means"
+    return "" if found.errors else ", no error nodes"
+
+
 def render_circuit(found: CircuitFound, verified: CircuitVerified | None = None, top: int = 20) -> Group:
     """`saescope circuit`: the figures, the curves, the largest nodes and edges."""
     f = found.figures
@@ -128,24 +134,29 @@ def render_circuit(found: CircuitFound, verified: CircuitVerified | None = None,
     head = Text.assemble(
         (f"{found.task}", "bold"), f"  {found.pairs} pairs found on, {found.held_out} held out · {found.method} · ",
         f"metric {found.metric} · sites {sites}\n",
-        (f"circuit: {f.nodes} nodes ({f.features} features{'' if found.errors else ', no error nodes'}) "
-         f"at threshold {f.threshold:.4g}  ", "bold"),
-        f"faithfulness {_fraction(f.faithfulness)}  completeness {_fraction(f.completeness)}  "
+        (f"circuit: {f.nodes} nodes ({f.features} features{_errors_note(found)}) "
+         f"at {'lambda' if found.method == 'mask' else 'threshold'} {f.threshold:.4g}  ", "bold"),
+        f"faithfulness {_fraction(f.faithfulness)} (m(C)/m(M) {_fraction(f.plain)})  "
+        f"completeness {_fraction(f.completeness)}  "
         f"(m: model {f.m_model:.3f}, empty {f.m_empty:.3f}, circuit {f.m_circuit:.3f}, rest {f.m_complement:.3f})")
     parts: list = [head]
     if not found.complete:
         parts.append(Text("the sweep was cancelled: the curves hold the circuits it finished", "yellow"))
     if found.curve or found.curve_features:
-        curve = Table("nodes", "faith.", "compl.", "│", "features only", "faith.", "compl.",
-                      title="faithfulness and completeness against circuit size (held-out pairs)")
+        mask = found.method == "mask"
+        curve = Table(*(["lambda"] if mask else []), "nodes", "faith.", "compl.", "│",
+                      "features only" if not mask else "errors at mean", "faith.", "compl.",
+                      title="faithfulness and completeness against circuit size (held-out pairs)"
+                            + ("; left: error terms kept clean" if mask else ""))
         rows = max(len(found.curve), len(found.curve_features))
         for i in range(rows):
             a = found.curve[i] if i < len(found.curve) else None
             b = found.curve_features[i] if i < len(found.curve_features) else None
-            curve.add_row(*(("", "", "") if a is None else (str(a.nodes), _fraction(a.faithfulness),
-                                                              _fraction(a.completeness))), "│",
-                          *(("", "", "") if b is None else (str(b.nodes), _fraction(b.faithfulness),
-                                                              _fraction(b.completeness))))
+            lam = [f"{(a or b).threshold:g}"] if mask else []
+            curve.add_row(*lam, *(("", "", "") if a is None else (str(a.nodes), _fraction(a.faithfulness),
+                                                                    _fraction(a.completeness))), "│",
+                          *(("", "", "") if b is None else (str(b.features if mask else b.nodes),
+                                                              _fraction(b.faithfulness), _fraction(b.completeness))))
         parts.append(curve)
         c = found.crossings
         parts.append(Text(f"faithfulness 0.5 at {c.half or '—'} nodes, 0.8 at {c.most or '—'} nodes; "

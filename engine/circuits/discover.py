@@ -14,9 +14,14 @@ Notes
   set to their means over the discovery examples' patch prompts (per position).
 - Edges are computed for the nodes of the circuit shown (one backward pass per
   downstream feature node), at most `MAX_EDGE_NODES` of them, largest first.
-- The default edge threshold is a quarter of the node threshold.
+- The default edge threshold is a quarter of the node threshold (a mask circuit's: a
+  quarter of its nodes' median |effect|).
 - For single-prompt tasks the nodes outside a circuit take the patch state: the mean
   over the discovery prompts (`patch_state="mean"`) or zero.
+- `method="mask"` (engine/circuits/mask.py) chooses the circuit by training a mask for
+  the metric instead of thresholding effects: the sweep trains one mask per lambda
+  of `LAMBDAS` (error terms clean, then at their means), a threshold is a lambda,
+  and node effects (attribution, per position) only order the nodes and give edges.
 - A task whose states would not fit `MAX_STATE_BYTES` is refused before any pass:
   the states, gradients and passes hold every discovery example at once.
 """
@@ -31,6 +36,7 @@ from engine.ablate import Site
 from engine.circuits import effects as fx
 from engine.circuits import evaluate as ev
 from engine.circuits.effects import ERROR, Node, NodeEffects
+from engine.circuits.mask import LAMBDAS, MASK_LAMBDA, MaskResult, empty_span, train_mask
 from engine.circuits.stack import Metric, SiteStack
 from engine.circuits.tasks import Task
 from engine.errors import UserError
@@ -61,8 +67,14 @@ class CircuitBuilder:
         from engine.jobs import as_job
 
         job = as_job(job)
+        if params.method == "mask" and not params.per_position:
+            import msgspec
+
+            params = msgspec.structs.replace(params, per_position=True)  # a mask is over (position, latent)
         if params.ig_steps < 1:
             raise UserError("--ig-steps must be at least 1")
+        if params.mask_steps < 1:
+            raise UserError("--mask-steps must be at least 1")
         if params.points < 2 or params.max_nodes < 1:
             raise UserError("a sweep needs at least 2 points and max_nodes of at least 1")
         width = sum(v.sae.cfg.d_sae + v.sae.cfg.d_in for v in views)
@@ -113,6 +125,8 @@ class CircuitBuilder:
         self.curve_features: list[ev.Point] = []
         self.complete = True
         self.base = None  # the model's metric on the discovery examples, for exact effects
+        self.masks: dict[tuple[float, bool], MaskResult] = {}  # mask circuits by (lambda, clean errors)
+        self._mask_fit: tuple[torch.Tensor, float] | None = None  # the masks' target and span
 
     # ---- nodes ----------------------------------------------------------------------
     def node_id(self, node: Node) -> str:
@@ -179,17 +193,46 @@ class CircuitBuilder:
         job = as_job(job)
         self.curve, self.curve_features = [], []
         try:
-            ev.sweep(self.evaluator, self.effects, True, self.params.max_nodes, self.params.points,
-                     job.span(0.0, 0.5), self.curve)
-            ev.sweep(self.evaluator, self.effects, False, self.params.max_nodes, self.params.points,
-                     job.span(0.5, 1.0), self.curve_features)
+            if self.params.method == "mask":
+                self._mask_sweep(job)
+            else:
+                ev.sweep(self.evaluator, self.effects, True, self.params.max_nodes, self.params.points,
+                         job.span(0.0, 0.5), self.curve)
+                ev.sweep(self.evaluator, self.effects, False, self.params.max_nodes, self.params.points,
+                         job.span(0.5, 1.0), self.curve_features)
             self.complete = True
         except Cancelled:
             self.complete = False
 
+    def _mask_sweep(self, job) -> None:
+        """A mask per lambda of `LAMBDAS`, error terms kept clean (`curve`) and at their means
+        (`curve_features`), each evaluated on the held-out examples."""
+        runs = [(errors, lam) for errors in (True, False) for lam in LAMBDAS]
+        for k, (errors, lam) in enumerate(runs):
+            keep = self.mask(lam, errors, job.span(k / len(runs), (k + 1) / len(runs))).keep()
+            m_c, _, faith, comp = self.evaluator.evaluate(keep, job)
+            nodes, feats = ev.size(keep, False)
+            (self.curve if errors else self.curve_features).append(
+                ev.Point(lam, nodes, feats, faith, comp, self.evaluator.baseline.plain(m_c)))
+
+    def mask(self, lam: float, errors: bool, job=None) -> MaskResult:
+        """The mask circuit at `lam` (error terms clean with `errors`), trained once."""
+        key = (float(lam), bool(errors))
+        if key not in self.masks:
+            tokens = self.disc.clean
+            if self._mask_fit is None:
+                target = self.stack.metric(tokens, self.metric, job)
+                self._mask_fit = (target, empty_span(self.stack, tokens, self.metric, self.means, target, job))
+            target, span = self._mask_fit
+            self.masks[key] = train_mask(self.stack, tokens, self.metric, self.means, lam, errors,
+                                         self.params.mask_steps, span=span, target=target, job=job)
+        return self.masks[key]
+
     def default_threshold(self, errors: bool) -> float:
         """The smallest swept circuit reaching the target faithfulness, else the largest."""
         curve = self.curve if errors else self.curve_features
+        if not curve and self.params.method == "mask":
+            return MASK_LAMBDA
         if not curve:
             values = ev.magnitudes(self.effects, errors)
             return ev.threshold_for(values, min(len(values), 20)) if len(values) else 0.0
@@ -203,7 +246,12 @@ class CircuitBuilder:
         for name, value in (("threshold", threshold), ("edge threshold", edge_threshold)):
             if value is not None and (not math.isfinite(value) or value < 0):
                 raise UserError(f"a {name} is a number >= 0, got {value}")
-        keep = ev.keep_masks(self.effects, threshold, errors)
+        if self.params.method == "mask":
+            keep = self.mask(threshold, errors, job).keep()
+            if not any(bool(k.f.any()) for k in keep.values()):
+                raise UserError(f"the mask at lambda {threshold:g} keeps no latent: lower lambda")
+        else:
+            keep = ev.keep_masks(self.effects, threshold, errors)
         nodes = self.kept_nodes(keep)
         if not nodes:
             top = float(ev.magnitudes(self.effects, errors).max()) if len(ev.magnitudes(self.effects, errors)) else 0
@@ -212,7 +260,10 @@ class CircuitBuilder:
         m_c, m_rest, faith, comp = self.evaluator.evaluate(keep, job)
         n_nodes, n_feats = ev.size(keep, not self.params.per_position)
         figures = CircuitFigures(threshold, n_nodes, n_feats, self.evaluator.baseline.model,
-                                 self.evaluator.baseline.empty, m_c, m_rest, faith, comp)
+                                 self.evaluator.baseline.empty, m_c, m_rest, faith, comp,
+                                 self.evaluator.baseline.plain(m_c))
+        if edge_threshold is None and self.params.method == "mask":  # lambda is no effect size
+            edge_threshold = float(torch.tensor([abs(self.estimate(n)) for n in nodes]).median()) / 4
         edge_threshold = threshold / 4 if edge_threshold is None else edge_threshold
         edges = self.edges.among(nodes[:MAX_EDGE_NODES], job, compute=new_edges)
         wire_edges = [CircuitEdge(self.node_id(u), CIRCUIT_METRIC_NODE if d is None else self.node_id(d), e)
@@ -223,7 +274,8 @@ class CircuitBuilder:
         p, t = self.params, self.task
         tokens = self.lm.model.to_str_tokens(t.clean[0])[1:]
         metric = ("logit(patch answer) - logit(clean answer)" if t.kind == "pairs" else "logit(answer)")
-        point = lambda q: CurvePoint(q.threshold, q.nodes, q.features, q.faithfulness, q.completeness)  # noqa: E731
+        point = lambda q: CurvePoint(q.threshold, q.nodes, q.features, q.faithfulness, q.completeness,  # noqa: E731
+                                     q.plain)
         cross = CircuitCrossings(ev.crossing(self.curve, 0.5), ev.crossing(self.curve, 0.8),
                                  ev.crossing(self.curve_features, 0.5), ev.crossing(self.curve_features, 0.8))
         return CircuitFound(

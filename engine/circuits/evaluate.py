@@ -32,6 +32,7 @@ class Point:
     features: int  # of which features
     faithfulness: float
     completeness: float
+    plain: float | None = None  # m(C) / m(M)
 
 
 @dataclass
@@ -44,6 +45,10 @@ class Baseline:
     def ratio(self, m: float) -> float:
         span = self.model - self.empty
         return float("nan") if abs(span) < 1e-12 else (m - self.empty) / span
+
+    def plain(self, m: float) -> float:
+        """m(C) / m(M), the ratio without the empty circuit's baseline (seed 003's)."""
+        return float("nan") if abs(self.model) < 1e-12 else m / self.model
 
 
 def keep_masks(effects: NodeEffects, threshold: float, errors: bool) -> dict[int, Keep]:
@@ -139,8 +144,8 @@ def sweep(ev: Evaluator, effects: NodeEffects, errors: bool, max_nodes: int | No
         thr = threshold_for(values, n)
         keep = keep_masks(effects, thr, errors)
         nodes, feats = size(keep, not effects.per_position)
-        _, _, faith, comp = ev.evaluate(keep, job)
-        out.append(Point(thr, nodes, feats, faith, comp))
+        m_c, _, faith, comp = ev.evaluate(keep, job)
+        out.append(Point(thr, nodes, feats, faith, comp, ev.baseline.plain(m_c)))
         job.progress((k + 1) / len(grid), f"sweep {'with' if errors else 'without'} error nodes",
                      step=k + 1, total=len(grid))
     return out

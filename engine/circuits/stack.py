@@ -18,6 +18,7 @@ The passes:
   state (integrated gradients), the others untouched.
 - `ablated`: the metric with given nodes kept and the rest mean-ablated
   (faithfulness and completeness).
+- `masked`: the same with soft masks, differentiable (mask circuits).
 - `patched`: the metric with a node set to its patch value and other sites held
   (exact node and edge effects).
 
@@ -108,6 +109,19 @@ class SiteStack:
                 kwargs["stop_at_layer"] = block + 1
             else:
                 kwargs["return_type"] = None
+        model = self.lm.model
+        last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+        if last_site is None and last in model.hook_dict and model.cfg.output_logits_soft_cap <= 0:
+            # only the last position's logits are read: the final norm and unembedding of
+            # that row alone (both act per position), not [B, T, d_vocab]
+            final: dict = {}
+
+            def grab(act, hook):
+                final["x"] = act[:, -1:]
+
+            self.lm.run_with_hooks(tokens, fwd_hooks=[*hooks, (last, grab)], job=job, stop_at_layer=model.cfg.n_layers)
+            x = final["x"] if model.cfg.normalization_type is None else model.ln_final(final["x"])
+            return model.unembed(x)[:, 0]
         out = self.lm.run_with_hooks(tokens, fwd_hooks=hooks, job=job, **kwargs)
         return None if last_site is not None else out[:, -1]
 
@@ -235,6 +249,27 @@ class SiteStack:
 
         hooks = [(s.hook, splice(i)) for i, s in enumerate(self.sites) if i in keep]
         with torch.no_grad():
+            return metric(self._run(tokens, hooks, job))
+
+    def masked(self, tokens: torch.Tensor, metric: Metric, masks: dict[int, torch.Tensor], means: list[SiteState],
+               clean_errors: bool = False, job=None) -> torch.Tensor:
+        """The metric per row, differentiable in `masks`: at each site `i` in `masks` the
+        features become `mu + (f - mu) * masks[i]` (soft masks [T, S], means `means[i]`)
+        and the error term its mean, or, with `clean_errors`, stays as it is. Gradients
+        flow through every site (an upstream mask reaches a downstream site's features)."""
+
+        def splice(i):
+            sae, mask, mu = self.sites[i].sae, masks[i], means[i]
+
+            def hook(act, hook):
+                f, e = self._split(i, act)
+                f = mu.f + (f - mu.f) * mask
+                out = sae.decode(f) + (e if clean_errors else mu.e.expand_as(e))
+                return torch.cat([act[:, :1], out[:, 1:]], 1)  # the BOS passes untouched
+            return hook
+
+        hooks = [(s.hook, splice(i)) for i, s in enumerate(self.sites) if i in masks]
+        with torch.enable_grad():
             return metric(self._run(tokens, hooks, job))
 
     def patched(self, tokens: torch.Tensor, metric: Metric, site: int, delta, freeze: dict[int, object] | None = None,
