@@ -956,6 +956,10 @@ class Progress(msgspec.Struct, omit_defaults=True):
     message: Optional[str] = None
     step: Optional[int] = None
     total: Optional[int] = None
+    # a mask circuit in training (engine/circuits/mask.py): its loss, latents kept, temperature
+    loss: Optional[float] = None
+    size: Optional[int] = None
+    temperature: Optional[float] = None
 
 
 class LogData(msgspec.Struct):
