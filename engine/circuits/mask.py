@@ -38,7 +38,7 @@ from engine.protocol import MASK_STEPS as STEPS
 
 T_START, T_END = 1.0, 50.0
 INIT = 1.0
-LR = 0.05
+LR = 0.1
 LAMBDAS = [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]  # the sweep's grid: larger lambda, smaller circuit
 PROGRESS_EVERY_S = 0.5
 MASK_LAMBDA = 16.0  # the circuit shown without a sweep or a lambda
