@@ -28,6 +28,7 @@ from typing import Literal, Optional
 from rich.text import Text
 
 from engine.protocol import CIRCUIT_METRIC_NODE, CircuitFound, CircuitNode, CurvePoint
+from tui.circuit_methods import threshold_word
 
 ERROR_MARK = "ε"  # an error term (the part of a site the SAE does not reconstruct)
 
@@ -178,20 +179,34 @@ def metric_label(found: CircuitFound, complete: bool = True) -> Text:
 
 
 # ---- the summary line -----------------------------------------------------------------
-def summary(found: CircuitFound, complete: bool = True) -> Text:
-    """`23 nodes (4 ε) · threshold 0.0123 · faithfulness 0.842 · completeness 0.118`: the
-    nodes, how many of them are error terms (or that error nodes are left out)."""
+def summary(found: CircuitFound, complete: bool = True, width: int | None = None) -> Text:
+    """`23 nodes (4 ε) · threshold 0.0123 · faithfulness 0.842 (plain 0.851) · completeness 0.118`:
+    the nodes, how many of them are error terms (or that error nodes are left out);
+    a mask circuit's `lambda` instead of the threshold. `plain` is m(C)/m(M), the
+    faithfulness without the empty circuit's baseline, where the engine gives it.
+    With a `width` the parts that do not fit go to the next line, broken between
+    parts only (a figure is never split from its name)."""
     f = found.figures
-    text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f"{f.nodes} node{'s' if f.nodes != 1 else ''}", style="bold")
-    text.append(f" ({f.nodes - f.features} {ERROR_MARK})" if found.errors else " (no ε)", style="dim")
-    text.append(f" · threshold {f.threshold:.3g}", style="dim")
-    text.append(" · faithfulness ")
-    text.append(f"{f.faithfulness:.3f}", style="bold")
-    text.append(" · completeness ")
-    text.append(f"{f.completeness:.3f}", style="bold")
+    first = Text()
+    first.append(f"{f.nodes} node{'s' if f.nodes != 1 else ''}", style="bold")
+    first.append(f" ({f.nodes - f.features} {ERROR_MARK})" if found.errors else " (no ε)", style="dim")
+    parts = [first, Text(f"{threshold_word(found.method)} {f.threshold:.3g}", style="dim")]
+    faithful = Text.assemble("faithfulness ", (f"{f.faithfulness:.3f}", "bold"))
+    if f.plain is not None:
+        faithful.append(f" (plain {f.plain:.3f})", style="dim")
+    parts += [faithful, Text.assemble("completeness ", (f"{f.completeness:.3f}", "bold"))]
     if not complete:
-        text.append(" · partial", style="bold yellow")
+        parts.append(Text("partial", style="bold yellow"))
+    text, line = Text(no_wrap=True, overflow="ellipsis"), 0
+    for i, part in enumerate(parts):
+        if i and width is not None and line + 3 + len(part) > width:
+            text.append("\n")
+            line = 0
+        elif i:
+            text.append(" · ")
+            line += 3
+        text.append_text(part)
+        line += len(part)
     return text
 
 

@@ -1,12 +1,17 @@
-"""The Circuit pane's plot: faithfulness and completeness of the swept circuits against
-their node count (log x), with error nodes and without, and a vertical marker at the
-circuit shown. plotext, drawn as ANSI text at a given size (see `tui.plots`).
+"""The Circuit pane's plot: the faithfulness of each method's swept circuits
+(attribution, integrated gradients, the mask's lambda grid) against their node count
+(log x), side by side in one frame, for the errors setting of the circuit shown, and
+a vertical marker at that circuit. plotext, drawn as ANSI text at a given size (see
+`tui.plots`).
 
 Notes
 - A log x axis is drawn as log10 of the node counts on a linear axis, labelled with
   the counts (as `tui.plots` does for log y).
 - The y range always holds 0 and 1 (none and all of the model's behaviour), and
   more where a circuit overshoots: the engine's numbers are drawn as they are.
+- Node counts are each method's own: a mask circuit's nodes are (position,
+  latent) pairs, the others' features summed over positions unless per position;
+  the axis says how big a circuit each needed, the legend which is which.
 - The legend is a rich line of its own (`legend`), in the curves' colours; a title
   row inside the plot would cost a row of a small pane.
 """
@@ -19,42 +24,40 @@ import plotext as plt
 from rich.text import Text
 
 from engine.protocol import CurvePoint
+from tui.circuit_methods import LABELS, METHODS
 from tui.plots import MIN_HEIGHT, MIN_WIDTH, _placeholder, log_ticks, nice_ticks, tick_labels
 
 plt.terminal.limit(False, False)
 
-# (what, colour): 256-colour codes; the features-only curves are the paler twins
-FAITHFULNESS, COMPLETENESS = 39, 208
-FAITHFULNESS_FEATURES, COMPLETENESS_FEATURES = 153, 223
+# 256-colour codes, one per method, apart in hue
+COLOURS = {"attribution": 39, "ig": 208, "mask": 170}
 MARKER = 226
 
 
-def legend(errors: bool) -> Text:
-    """`faithfulness ━ ε ━ features   completeness ━ ε ━ features   ┊ shown` in the
-    curves' colours; the pair the circuit shown is on (`errors`: with error nodes) bold."""
+def legend(errors: bool, drawn: set[str] | frozenset[str] = frozenset(), shown: str | None = None) -> Text:
+    """`faithfulness, with ε: ━ attribution ━ IG ━ mask   ┊ shown` in the curves'
+    colours: a method without a curve yet dim, with a dotted bar; the method of the
+    circuit shown bold. `errors`: the curves with error nodes (a mask's error terms
+    clean), else features only (a mask's error terms at their means)."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    for name, with_errors, features_only in (("faithfulness", FAITHFULNESS, FAITHFULNESS_FEATURES),
-                                             ("completeness", COMPLETENESS, COMPLETENESS_FEATURES)):
-        text.append(name + " ")
-        text.append("━ ", style=f"color({with_errors})")
-        text.append("ε ", style="bold" if errors else "dim")
-        text.append("━ ", style=f"color({features_only})")
-        text.append("features", style="dim" if errors else "bold")
-        text.append("   ")
-    text.append("┊ shown", style=f"color({MARKER})")
+    text.append("faithfulness, " + ("with ε" if errors else "features only") + ":", style="dim")
+    for method in METHODS:
+        there = method in drawn
+        text.append("  ")
+        text.append("━ " if there else "╌ ", style=f"color({COLOURS[method]})" if there else "dim")
+        text.append(LABELS[method], style="bold" if method == shown else "" if there else "dim")
+    text.append("   ┊ shown", style=f"color({MARKER})")
     return text
 
 
-def curve_plot(curve: list[CurvePoint], curve_features: list[CurvePoint], shown_nodes: int | None,
-               width: int, height: int) -> str:
-    """The four curves against node count, and a marker at `shown_nodes` (None: none)."""
+def curve_plot(curves: dict[str, list[CurvePoint]], shown_nodes: int | None, width: int, height: int) -> str:
+    """Each method's faithfulness curve against node count (`curves`: method -> its
+    points), and a marker at `shown_nodes` (None: none)."""
     series = []
-    for points, key, colour in ((curve, "faithfulness", FAITHFULNESS), (curve, "completeness", COMPLETENESS),
-                                (curve_features, "faithfulness", FAITHFULNESS_FEATURES),
-                                (curve_features, "completeness", COMPLETENESS_FEATURES)):
-        kept = sorted((p.nodes, getattr(p, key)) for p in points if p.nodes > 0 and math.isfinite(getattr(p, key)))
+    for method, points in curves.items():
+        kept = sorted((p.nodes, p.faithfulness) for p in points if p.nodes > 0 and math.isfinite(p.faithfulness))
         if kept:
-            series.append(([math.log10(n) for n, _ in kept], [y for _, y in kept], colour))
+            series.append(([math.log10(n) for n, _ in kept], [y for _, y in kept], COLOURS.get(method, 250)))
     if width < MIN_WIDTH or height < MIN_HEIGHT or not series:
         return _placeholder(width, height, "", "no sweep: no curve to draw" if height >= 2 else "")
     ys = [y for _, s, _ in series for y in s]

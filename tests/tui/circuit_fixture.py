@@ -3,7 +3,8 @@ tests and its layout snapshot: three sites, feature and error nodes, edges to th
 metric and between sites, a node without edges, and swept curves.
 
 The numbers are made up but shaped like the engine's: nodes by |effect|, curves by
-size, the circuit shown a point of the curve with error nodes.
+size, the circuit shown a point of the curve with error nodes. `mask_found` is a
+mask circuit on the same sites (lambda grid, per-position nodes, plain m(C)/m(M)).
 """
 
 from __future__ import annotations
@@ -60,3 +61,31 @@ def found(complete: bool = True) -> CircuitFound:
         edge_threshold=point.threshold / 4, nodes=NODES, edges=EDGES, figures=figures,
         curve=CURVE if complete else CURVE[:6], curve_features=CURVE_FEATURES if complete else CURVE_FEATURES[:6],
         crossings=CircuitCrossings(half=7, most=7, half_features=12, most_features=None), complete=complete)
+
+
+LAMBDAS = [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0]  # engine.circuits.mask.LAMBDAS (torch-free copy)
+MASK_SIZES = [381, 360, 289, 165, 64, 42]
+MASK_FAITH = [0.96, 0.96, 0.95, 1.04, 0.70, 0.34]
+MASK_CURVE = [CurvePoint(lam, n, n - 34, f, 0.05, f - 0.01) for lam, n, f in zip(LAMBDAS, MASK_SIZES, MASK_FAITH)]
+MASK_CURVE_FEATURES = [CurvePoint(lam, n - 60, n - 60, f * 0.8, 0.02, f * 0.8 - 0.02)
+                       for lam, n, f in zip(LAMBDAS, MASK_SIZES, MASK_FAITH)]
+MASK_NODES = [
+    CircuitNode("resid_mid/error@15", "resid_mid", 0, 0.7, None, 15),
+    CircuitNode("mlp_out/350@15", "mlp_out", 1, 0.5, 350, 15, "' was' after a pronoun"),
+    CircuitNode("resid_mid/642@15", "resid_mid", 0, -0.2, 642, 15),
+]
+
+
+def mask_found() -> CircuitFound:
+    """A mask circuit at lambda 64 (the curve's 4th point), error terms clean."""
+    point = MASK_CURVE[3]
+    figures = CircuitFigures(point.threshold, 3, 2, 2.18, 0.02, 2.25, 0.1, point.faithfulness, point.completeness,
+                             point.plain)
+    sites = [SiteInfo("resid_mid", "blocks.0.hook_resid_mid", "/w/saes/resid_mid-topk"), SITES[2]]
+    return CircuitFound(
+        circuit="mask", task="was_were", method="mask", metric="logit diff: right answer − wrong",
+        pairs=40, held_out=20, tokens=["She"] * 15, sites=sites, errors=True, per_position=True,
+        edge_threshold=0.05, nodes=MASK_NODES,
+        edges=[CircuitEdge("mlp_out/350@15", "metric", 0.4), CircuitEdge("resid_mid/642@15", "mlp_out/350@15", -0.1),
+               CircuitEdge("resid_mid/error@15", "metric", 0.3)],
+        figures=figures, curve=MASK_CURVE, curve_features=MASK_CURVE_FEATURES)

@@ -1,8 +1,9 @@
 """The Circuit pane's torch-free parts on a constructed result (no engine, no screen):
 the layered tree (metric, nodes feeding it, upstream nodes by their edges, biggest
 first; nodes without a path to the metric grouped by site), aligned labels,
-the summary line, the curve plot with its marker, stepping along the sweep, and
-the typed task and sites."""
+the summary line (a mask circuit's lambda and plain m(C)/m(M)), the methods' curves
+in one plot with its marker and legend, the method cycle and the book of curves
+per task and sites, stepping along the sweep, and the typed task and sites."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import math
 
 from rich.text import Text
 
-from tests.tui.circuit_fixture import CURVE, CURVE_FEATURES, found
+from tests.tui.circuit_fixture import CURVE, CURVE_FEATURES, MASK_CURVE, found, mask_found
 from tui.circuit_inputs import format_sites, parse_sites, task_param
 from tui.circuit_layout import CircuitLayout, Columns, Row, node_label, step_point, summary
-from tui.circuit_plot import curve_plot, legend
+from tui.circuit_methods import CurveBook, MethodCurves, next_method
+from tui.circuit_plot import COLOURS, curve_plot, legend
 
 
 def ids(rows: list[Row]) -> list[str]:
@@ -67,6 +69,10 @@ def test_summary_and_partial_mark():
     assert text == "7 nodes (1 ε) · threshold 0.143 · faithfulness 0.830 · completeness 0.310"
     assert len(text) <= 78  # an 80-column pane, less its padding
     assert summary(found(complete=False), complete=False).plain.endswith("· partial")
+    mask = summary(mask_found()).plain  # lambda, not a threshold; plain beside faithfulness
+    assert mask == "3 nodes (1 ε) · lambda 64 · faithfulness 1.040 (plain 1.030) · completeness 0.050"
+    lines = summary(mask_found(), width=78).plain.splitlines()  # broken between parts only
+    assert lines == ["3 nodes (1 ε) · lambda 64 · faithfulness 1.040 (plain 1.030)", "completeness 0.050"]
 
 
 def test_stepping_along_the_sweep():
@@ -81,20 +87,43 @@ def test_stepping_along_the_sweep():
 
 
 def test_curve_plot_log_x_and_marker():
-    drawn = Text.from_ansi(curve_plot(CURVE, CURVE_FEATURES, 7, 76, 8)).plain
+    drawn = Text.from_ansi(curve_plot({"attribution": CURVE}, 7, 76, 8)).plain
     lines = drawn.splitlines()
     assert len(lines) == 8 and all(len(line) <= 76 for line in lines)
     assert lines[-1].split() == ["1", "10", "100", "1000"]  # node counts on a log axis
     assert "1.0" in drawn and "0.0" in drawn
-    ansi = curve_plot(CURVE, CURVE_FEATURES, 7, 76, 8)
+    ansi = curve_plot({"attribution": CURVE}, 7, 76, 8)
     assert "38;5;226" in ansi  # the marker's colour: the circuit shown
     # the marker sits at log10(7) of the axis: the same column in the top and bottom rows
     x0, x1 = lines[-1].index("1"), lines[-1].index("1000")
     column = x0 + round((x1 - x0) * math.log10(7) / 3)
     marks = [i for i, ch in enumerate(lines[1]) if ch != " " and abs(i - column) <= 1]
     assert marks, lines
-    assert "no sweep" in Text.from_ansi(curve_plot([], [], None, 76, 8)).plain
-    assert legend(True).plain.startswith("faithfulness ━ ε ━ features")
+    assert "no sweep" in Text.from_ansi(curve_plot({}, None, 76, 8)).plain
+    assert "no sweep" in Text.from_ansi(curve_plot({"mask": []}, None, 76, 8)).plain
+
+
+def test_three_methods_in_one_plot_with_a_legend():
+    curves = {"attribution": CURVE, "ig": CURVE_FEATURES, "mask": MASK_CURVE}
+    ansi = curve_plot(curves, 165, 76, 8)
+    assert all(f"38;5;{COLOURS[m]}m" in ansi for m in curves)  # each method in its colour
+    assert len(set(COLOURS.values())) == 3
+    assert len(Text.from_ansi(ansi).plain.splitlines()) == 8
+    text = legend(True, set(curves), "mask")
+    assert text.plain == "faithfulness, with ε:  ━ attribution  ━ IG  ━ mask   ┊ shown"
+    assert len(legend(False).plain) <= 78
+    assert legend(False, {"mask"}).plain.startswith("faithfulness, features only:  ╌ attribution  ╌ IG  ━ mask")
+
+
+def test_the_method_cycle_and_the_book_of_curves():
+    assert [next_method(m) for m in ("attribution", "ig", "mask")] == ["ig", "mask", "attribution"]
+    book = CurveBook()
+    book.put("was_were", ["/a", "/b"], "mask", MethodCurves(MASK_CURVE, []))
+    book.put("was_were", ["/a", "/b"], "attribution", MethodCurves(CURVE, CURVE_FEATURES))
+    assert list(book.for_errors(True)) == ["attribution", "mask"]  # the cycle's order
+    assert book.for_errors(False) == {"attribution": CURVE_FEATURES, "mask": []}
+    book.put("was_were", ["/a", "/c"], "ig", MethodCurves(CURVE, CURVE_FEATURES))  # other sites: afresh
+    assert list(book.for_errors(True)) == ["ig"]
 
 
 def test_typed_task_and_sites():

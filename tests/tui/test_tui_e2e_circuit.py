@@ -17,7 +17,9 @@ from tests.tui.test_tui_e2e_tmux import Tmux, quit_cleanly, tmux  # noqa: F401 (
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
-SUMMARY = re.compile(r"(\d+) nodes? \((\d+) ε\) · threshold (\S+) · faithfulness (\S+) · completeness (\S+)")
+# at 80 columns completeness goes to a second line when plain m(C)/m(M) is beside faithfulness
+SUMMARY = re.compile(r"(\d+) nodes? \((\d+) ε\) · threshold (\S+) · faithfulness (\S+)(?: \(plain \S+\))?"
+                     r"\s*(?:· )?completeness (\S+)")
 
 
 def figures(tmux: Tmux) -> tuple[str, ...]:

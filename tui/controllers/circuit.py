@@ -18,6 +18,15 @@ Notes
   stay beside the estimates while the threshold moves, until the next search.
 - A circuit lives in the engine that found it: after an engine restart the pane
   says so instead of sending requests that would fail.
+- Three methods (`tui.circuit_methods`): attribution, integrated gradients, and
+  the mask (a binary mask over (position, latent) trained per lambda; its
+  `threshold` is that lambda). Each search's curves go into `curves`, a book of
+  the last ones of every method on that task and those sites, which the plot
+  draws side by side. `mask_steps` (None: the engine's default) is sent with mask
+  searches only.
+- Another lambda than the sweep's may train a new mask in the engine (the errors
+  toggled after a cancelled sweep, say): threshold requests show their progress,
+  and `cancel` stops them as it stops a search.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from textual.message import Message
 
 from engine.protocol import CircuitFound, CircuitNode, CurvePoint, VerifiedEdge, VerifiedNode
 from tui.circuit_layout import node_name, signed, step_point
+from tui.circuit_methods import METHODS, CurveBook, MethodCurves, next_method, threshold_word
 from tui.client import EngineError, JobCancelled
 from tui.controllers.requests import RequestTasks
 from tui.link import EngineLink
@@ -79,6 +89,10 @@ class CircuitState:
     def errors(self) -> bool:
         return self.found.errors
 
+    @property
+    def method(self) -> str:
+        return self.found.method
+
     def curve_shown(self) -> list[CurvePoint]:
         """The curve the circuit shown is on (with error nodes, or features only)."""
         return self.curve if self.errors else self.curve_features
@@ -91,7 +105,11 @@ class CircuitController:
         self.method = "attribution"
         self.points: int | None = None  # the sweep's circuits and its largest; None: the engine's defaults
         self.max_nodes: int | None = None
+        self.mask_steps: int | None = None  # Adam steps per mask; None: the engine's default
+        self.curves = CurveBook()
         self.searching = False
+        self.thresholding = False  # a threshold request under way (a mask's may train)
+        self._asks = 0  # threshold requests sent: only the latest one's end clears `thresholding`
         self.generation = 0
         self.wanted: tuple[float, bool] | None = None  # (threshold, errors) last asked for
         self.requests = RequestTasks("circuit", link.log, lambda text: post(CircuitStatus(text, error=True)))
@@ -109,8 +127,19 @@ class CircuitController:
         self.requests.close()
 
     def switch_method(self) -> str:
-        self.method = "ig" if self.method == "attribution" else "attribution"
+        """The next method of the cycle, for the next search (the circuit shown stays)."""
+        self.method = next_method(self.method)
         return self.method
+
+    def curves_shown(self) -> dict[str, list[CurvePoint]]:
+        """Each method's curve for the circuit shown's errors setting, on its task and
+        sites (the circuit shown's own curve always among them), in the cycle's order."""
+        s = self.state
+        if s is None:
+            return {}
+        curves = self.curves.for_errors(s.errors) if self.curves.key == (s.task, tuple(s.paths)) else {}
+        curves[s.method] = s.curve_shown()
+        return {m: curves[m] for m in METHODS if m in curves}
 
     # ---- searching ------------------------------------------------------------------------
     def find(self, task: str, paths: list[str]) -> asyncio.Task | None:
@@ -130,9 +159,7 @@ class CircuitController:
     async def _find(self, generation: int, task: str, paths: list[str], method: str) -> None:
         def on_event(event) -> None:
             if event.kind == "progress" and generation == self.generation:
-                p = event.data
-                parts = [f"{p.fraction:.0%}" if p.fraction is not None else "", p.message or ""]
-                self.post(CircuitStatus(f"searching ({method}): " + " · ".join(x for x in parts if x)))
+                self.post(CircuitStatus(f"searching ({method}): " + progress_text(event.data)))
 
         try:
             for path in paths:  # opened (and indexed) first: descriptions come from the index
@@ -144,6 +171,8 @@ class CircuitController:
                 params["points"] = self.points
             if self.max_nodes is not None:
                 params["max_nodes"] = self.max_nodes
+            if method == "mask" and self.mask_steps is not None:
+                params["mask_steps"] = self.mask_steps
             found = await self.link.run("circuit.find", params, needs_model=True, on_event=on_event)
         except JobCancelled:
             if generation == self.generation:
@@ -161,24 +190,33 @@ class CircuitController:
             return
         self.state = CircuitState(name, task, paths, found, list(found.curve), list(found.curve_features),
                                   found.complete, self.link.engine_pid)
+        self.curves.put(task, paths, found.method,
+                        MethodCurves(list(found.curve), list(found.curve_features), found.complete))
         self.wanted = (found.figures.threshold, found.errors)
         note = "" if found.complete else \
             f"The search was cancelled: {len(found.curve)} points of the sweep, the circuit shown is partial."
         self.post(CircuitShown(note, new=True))
 
     def cancel(self) -> bool:
-        """Stop the search under way (its partial sweep is still shown); False if none."""
-        if not self.searching:
-            return False
-        self.post(CircuitStatus("cancelling the search…"))
-        self._spawn("cancel", self._cancel())
-        return True
+        """Stop the search under way (its partial sweep is still shown), or a threshold
+        request (a mask in training); False if neither runs."""
+        if self.searching:
+            self.post(CircuitStatus("cancelling the search…"))
+            self._spawn("cancel", self._cancel())
+            return True
+        if self.thresholding:
+            self.post(CircuitStatus("cancelling…"))
+            self._spawn("cancel", self._cancel("circuit.threshold"))
+            return True
+        return False
 
-    async def _cancel(self) -> None:
+    async def _cancel(self, method: str = "circuit.find") -> None:
         try:
-            n = await self.link.cancel_jobs("circuit.find")
+            n = await self.link.cancel_jobs(method)
         except EngineError as e:
             self.post(CircuitStatus(str(e), error=True))
+            return
+        if method != "circuit.find":
             return
         if not n and self._find_task is not None and not self._find_task.done():
             self._find_task.cancel()  # still opening the SAEs: nothing runs in the engine yet
@@ -224,22 +262,40 @@ class CircuitController:
 
     def _ask(self, threshold: float, errors: bool) -> None:
         self.wanted = (threshold, errors)
-        self.post(CircuitStatus(f"the circuit at threshold {threshold:.3g}" +
-                                ("" if errors else ", features only") + "…"))
-        self._spawn("threshold", self._threshold(self.state, threshold, errors))
+        what = f"the circuit at {threshold_word(self.state.method)} {threshold:.3g}" + \
+            ("" if errors else ", features only")
+        self.post(CircuitStatus(what + "…"))
+        self.thresholding = True
+        self._asks += 1
+        self._spawn("threshold", self._threshold(self.state, threshold, errors, what, self._asks))
 
-    async def _threshold(self, s: CircuitState, threshold: float, errors: bool) -> None:
+    async def _threshold(self, s: CircuitState, threshold: float, errors: bool, what: str, ask: int) -> None:
+        def on_event(event) -> None:  # a mask not trained yet trains now: its progress
+            if event.kind == "progress" and s is self.state and ask == self._asks:
+                self.post(CircuitStatus(f"{what}: {progress_text(event.data)} (c cancels)"))
+
         try:
             found = await self.link.run("circuit.threshold",
-                                        {"circuit": s.name, "threshold": threshold, "errors": errors})
+                                        {"circuit": s.name, "threshold": threshold, "errors": errors},
+                                        on_event=on_event)
+        except JobCancelled:
+            if s is self.state and ask == self._asks:
+                self.wanted = (s.found.figures.threshold, s.found.errors)  # back to the circuit shown
+                self.post(CircuitStatus("Cancelled: the circuit shown stays."))
+            return
         except EngineError as e:
             if s is self.state:
                 self.post(CircuitStatus(str(e), error=True))
             return
+        finally:
+            if ask == self._asks:
+                self.thresholding = False
         if s is self.state:
             s.found = found
             if found.curve:  # a reply without curves keeps the search's
                 s.curve, s.curve_features = list(found.curve), list(found.curve_features)
+                self.curves.put(s.task, s.paths, found.method,
+                                MethodCurves(list(found.curve), list(found.curve_features), found.complete))
             self.post(CircuitShown())
 
     # ---- verifying --------------------------------------------------------------------------
@@ -268,3 +324,10 @@ class CircuitController:
             parts.append(f"edge: exact {signed(v.exact)} vs ≈{signed(v.estimate)}")
         if s is self.state:
             self.post(CircuitShown(" · ".join(parts)))
+
+
+def progress_text(p) -> str:
+    """A progress event as `31% · mask lambda 4: loss 0.93, 82 latents, T 4.5` (the
+    engine's message says what runs; a mask's carries its loss, size and temperature)."""
+    parts = [f"{p.fraction:.0%}" if p.fraction is not None else "", p.message or ""]
+    return " · ".join(x for x in parts if x)

@@ -3,14 +3,18 @@
 Pick a task (a shipped task's name, or a JSON-lines file) and the SAE sites
 (upstream first), press Enter (or `f`): the engine sweeps thresholds (`points`
 circuits: fewer is faster, coarser) and shows the smallest circuit that is
-faithful enough. `+`/`-` step along the sweep (the
-circuit at the next higher / lower threshold), `e` puts error nodes in or out,
-`v` measures the selected node (and its edge) exactly, `i` opens the feature in
-the Inspector (the keys: BINDINGS, also in the help screen and the palette).
+faithful enough. `m` cycles the method: attribution, integrated gradients (ig),
+mask (a binary mask over (position, latent) trained per lambda on a fixed grid;
+`steps` in the pane: Adam steps per mask, fewer is faster and cruder).
+`+`/`-` step along the sweep (the circuit at the next higher / lower threshold,
+or lambda), `e` puts error nodes in or out, `v` measures the selected node (and
+its edge) exactly, `i` opens the feature in the Inspector, `c` cancels a search
+or a mask in training (the keys: BINDINGS, also in the help screen and the palette).
 
-On screen: the summary of the circuit shown (size, threshold, faithfulness,
-completeness), the swept curves with a marker at that circuit, and the circuit as
-a tree (metric, the nodes feeding it, their upstream nodes).
+On screen: the summary of the circuit shown (size, threshold or lambda,
+faithfulness with its plain m(C)/m(M), completeness), the faithfulness curves of
+every method searched on this task and these sites with a marker at that circuit,
+and the circuit as a tree (metric, the nodes feeding it, their upstream nodes).
 
 This file lays out and draws; `tui/controllers/circuit.py` owns the requests and
 the state and posts the messages handled here.
@@ -26,6 +30,7 @@ from textual.widget import Widget
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static, Tabs
 
+from engine.protocol import MASK_STEPS
 from tui.circuit_inputs import DEFAULT_POINTS, DEFAULT_TASK, default_sites, shipped_tasks, task_param
 from tui.circuit_layout import CircuitLayout, summary
 from tui.circuit_plot import curve_plot, legend
@@ -50,17 +55,19 @@ class CircuitPane(Vertical):
         Binding("f", "find", "Find", id="circuit.find", show=False,
                 tooltip="Search a circuit for the task through the sites"),
         Binding("c", "cancel", "Cancel", id="circuit.cancel", show=False,
-                tooltip="Cancel the search (the sweep so far is shown, marked partial)"),
+                tooltip="Cancel the search (the sweep so far is shown, marked partial) or a mask in training"),
         Binding("plus,right_square_bracket", "step(1)", "Raise threshold", id="circuit.raise", key_display="+",
-                tooltip="Raise the threshold: the next smaller circuit of the sweep", group=THRESHOLD),
+                tooltip="Raise the threshold (mask: lambda): the next smaller circuit of the sweep",
+                group=THRESHOLD),
         Binding("minus,left_square_bracket", "step(-1)", "Lower threshold", id="circuit.lower", key_display="-",
-                tooltip="Lower the threshold: the next larger circuit of the sweep", group=THRESHOLD),
+                tooltip="Lower the threshold (mask: lambda): the next larger circuit of the sweep",
+                group=THRESHOLD),
         Binding("e", "toggle_errors", "Errors", id="circuit.errors", tooltip="Error nodes in or out of the circuit"),
         Binding("v", "verify", "Verify", id="circuit.verify", show=False,  # the legend row names it
                 tooltip="Measure the selected node (and its edge) exactly, beside the estimate"),
         Binding("i,o", "inspect", "Inspect", id="circuit.inspect", tooltip="Open the selected feature in the Inspector"),
         Binding("m", "switch_method", "Method", id="circuit.method", show=False,
-                tooltip="Switch the search's method: attribution or integrated gradients (ig)"),
+                tooltip="Switch the search's method: attribution, integrated gradients (ig) or mask"),
         Binding("s", "edit_sites", "Sites", id="circuit.sites", show=False,
                 tooltip="Change the SAE sites (folders, upstream first)"),
         Binding("t", "focus_task", "Task", id="circuit.task", show=False, tooltip="Type another task"),
@@ -71,12 +78,15 @@ class CircuitPane(Vertical):
     CircuitPane .row { height: 1; padding: 0 1; }
     CircuitPane .row Label { width: auto; color: $text-muted; }
     CircuitPane #circuit-task { width: 20; }
-    CircuitPane #circuit-points { width: 5; }
+    CircuitPane #circuit-points, CircuitPane #circuit-steps { width: 5; }
+    CircuitPane .mask-only { display: none; }
+    CircuitPane.-mask .mask-only { display: block; }
+    CircuitPane.-mask .sweep-only { display: none; }
     CircuitPane #circuit-method { width: auto; padding: 0 1; background: $boost; }
     CircuitPane #circuit-sites { width: 1fr; }
     CircuitPane #circuit-info { height: auto; max-height: 4; padding: 0 1; color: $text-muted; }
     CircuitPane #circuit-info.-error { color: $text-error; }
-    CircuitPane #circuit-summary { height: 1; padding: 0 1; }
+    CircuitPane #circuit-summary { height: auto; max-height: 2; padding: 0 1; }
     CircuitPane #circuit-legend { height: 1; padding: 0 1; }
     CircuitPane #circuit-plot { height: 7; }
     CircuitPane.-no-plot #circuit-legend, CircuitPane.-no-plot #circuit-plot { display: none; }
@@ -95,8 +105,13 @@ class CircuitPane(Vertical):
                         compact=True, suggester=SuggestFromList(shipped_tasks(), case_sensitive=True))
             yield Label("  method")
             yield Static(self.control.method, id="circuit-method")
-            yield Label("  points ")
-            yield Input(placeholder=str(DEFAULT_POINTS), id="circuit-points", type="integer", compact=True)
+            # a sweep's points for attribution and ig, a mask's training steps for the mask
+            yield Label("  points ", classes="sweep-only")
+            yield Input(placeholder=str(DEFAULT_POINTS), id="circuit-points", type="integer", compact=True,
+                        classes="sweep-only")
+            yield Label("  steps ", classes="mask-only")
+            yield Input(placeholder=str(MASK_STEPS), id="circuit-steps", type="integer", compact=True,
+                        classes="mask-only", tooltip="Adam steps per mask (empty: the engine's default)")
             yield Label("  (Enter searches)")
         with Horizontal(classes="row"):
             yield Label("sites ")
@@ -150,8 +165,8 @@ class CircuitPane(Vertical):
         self.action_find()
 
     def action_find(self) -> None:
-        points = self.query_one("#circuit-points", Input).value.strip()
-        self.control.points = int(points) if points.isdigit() and int(points) > 0 else None
+        self.control.points = positive(self.query_one("#circuit-points", Input).value)
+        self.control.mask_steps = positive(self.query_one("#circuit-steps", Input).value)
         task = task_param(self.task_input.value, self.link.target.on_this_machine)
         if self.control.find(task, self.sites) is None:
             self.task_input.focus()
@@ -161,7 +176,9 @@ class CircuitPane(Vertical):
             self.app.notify("No search is running.", timeout=3)
 
     def action_switch_method(self) -> None:
-        self.query_one("#circuit-method", Static).update(self.control.switch_method())
+        method = self.control.switch_method()
+        self.query_one("#circuit-method", Static).update(method)
+        self.set_class(method == "mask", "-mask")
 
     def action_edit_sites(self) -> None:
         def done(paths: list[str] | None) -> None:
@@ -230,10 +247,21 @@ class CircuitPane(Vertical):
         tree.exact_nodes = {k: v.exact for k, v in s.verified_nodes.items()}
         tree.exact_edges = {k: v.exact for k, v in s.verified_edges.items()}
         tree.show(CircuitLayout(s.found), s.complete)
-        self.query_one("#circuit-summary", Static).update(summary(s.found, s.complete))
-        self.query_one("#circuit-legend", Static).update(legend(s.errors))
+        self._draw_summary()
+        curves = self.control.curves_shown()
+        self.query_one("#circuit-legend", Static).update(
+            legend(s.errors, {m for m, points in curves.items() if points}, s.method))
         shown = s.found.figures.nodes
-        self.plot.set_draw(lambda width, height: curve_plot(s.curve, s.curve_features, shown, width, height))
+        self.plot.set_draw(lambda width, height: curve_plot(curves, shown, width, height))
+
+    def _draw_summary(self) -> None:
+        if self.state is not None:
+            line = self.query_one("#circuit-summary", Static)
+            width = line.content_size.width or max(0, self.size.width - 2)  # the pane's padding
+            line.update(summary(self.state.found, self.state.complete, width or None))  # no size yet: one line
+
+    def on_resize(self) -> None:
+        self._draw_summary()  # its parts break between lines by the width
 
     def _draw_sites(self) -> None:
         text = Text(" → ".join(short_name(p) for p in self.sites) or "(none)", style="bold",
@@ -248,3 +276,9 @@ class CircuitPane(Vertical):
         info = self.query_one("#circuit-info", Static)
         info.update(Text(text, overflow="fold"))
         info.set_class(error, "-error")
+
+
+def positive(typed: str) -> int | None:
+    """A typed count as sent: a positive integer, else None (the engine's default)."""
+    typed = typed.strip()
+    return int(typed) if typed.isdigit() and int(typed) > 0 else None
