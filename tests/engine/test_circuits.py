@@ -246,5 +246,7 @@ def test_summary_for_a_person(found):
     console.print(render_circuit(result, checked))
     text = console.export_text()
     f = result.figures
-    assert f"faithfulness {f.faithfulness:.2f}  completeness {f.completeness:.2f}" in text
+    flat = " ".join(text.split())  # rich wraps the summary line at the console's width
+    assert f"faithfulness {f.faithfulness:.2f} (m(C)/m(M) {f.plain:.2f}) completeness {f.completeness:.2f}" in flat
+    assert f.plain == pytest.approx(f.m_circuit / f.m_model)
     assert "features only" in text and result.nodes[0].id in text and "exact effects by ablation" in text
