@@ -4,7 +4,8 @@ where every figure `saescope graph`/`compare` and the Graph pane show is compute
 A view's index must hold co-occurrence; an index saved before co-occurrence was
 counted is rebuilt here first (with the job's progress), never read as an empty graph.
 Graphs are kept on the view, keyed by their edge rule, so that expanding a tree in
-the Graph pane does not rebuild one per click.
+the Graph pane does not rebuild one per click (they are small, a few MB at 1024
+features, and not counted in the workspace's memory budget).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import numpy as np
 from engine.errors import UserError
 from engine.graph import (COMMUNITY_FEATURES, build_graph, communities, degrees, histogram, pair_table, rule_text,
                           strengths)
-from engine.graph_compare import (accuracy, anchored_scores, assignment, degree_jsd,
-                                  partner_of, pick_anchors, random_baseline, signature_scores, signatures)
+from engine.graph_compare import (OPTIMAL_MAX, accuracy, anchored_scores, assignment, degree_jsd, matching_method,
+                                  partner_of, pick_anchors, random_baseline, signature_scores, signatures, unit,
+                                  weighted_adjacency)
 from engine.jobs import Job, as_job
 from engine.protocol_graph import (Distribution, FeatureMatch, GraphCommunity, GraphComparison, GraphNeighbour,
                                    GraphNode, GraphStats, RandomBaseline, StructuralAccuracy)
-from engine.graph_compare import OPTIMAL_MAX, matching_method, unit, weighted_adjacency
 
 COMMUNITIES_LISTED = 12
 HUBS_LISTED = 10
