@@ -102,7 +102,9 @@ class GraphStats(Result):
     communities: list[GraphCommunity]  # largest first, up to `COMMUNITIES_LISTED` with more than one node
     degree_counts: list[int]  # nodes of degree 0, 1, 2, ...
     strength: Distribution
-    hubs: list[GraphNeighbour]  # the highest-degree features (weight: their strength; count: tokens it fires on; jaccard, cosine: 0)
+    # the highest-degree features; here `weight` is the strength, `count` the tokens it fires on,
+    # and `jaccard`/`cosine` are 0 (they belong to an edge)
+    hubs: list[GraphNeighbour]
 
 
 class GraphNode(Result):
