@@ -118,6 +118,7 @@ class TrainStartParams(msgspec.Struct, forbid_unknown_fields=True):
 
     runs: list[dict[str, Any]]
     resume: bool = False
+    ranks: int = 1  # data-parallel ranks on the engine's machine (torchrun); the batch is split over them
 
 
 class RunReadParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -887,6 +888,7 @@ class TrainJobInfo(msgspec.Struct):
     resume: bool
     runs: list[RunSummary]
     log: str = ""  # the training process's own log file
+    ranks: int = 1  # data-parallel ranks (one process each, under torchrun)
 
 
 class TrainJobs(Result):

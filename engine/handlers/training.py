@@ -78,6 +78,9 @@ def train_start(state: Workspace, params, ctx: Job) -> TrainResult:
 
     if not params.runs:
         raise UserError("train.start needs at least one run")
+    from engine.distributed import check_world
+
+    check_world(params.ranks)
     runs, cfgs = [], []
     for run in params.runs:
         run = dict(run)
@@ -109,8 +112,10 @@ def train_start(state: Workspace, params, ctx: Job) -> TrainResult:
     from engine.train.loop import check_side_by_side
 
     check_side_by_side(cfgs)
+    if cfgs[0].batch_size % params.ranks:
+        raise UserError(f"the batch size ({cfgs[0].batch_size}) must divide evenly over {params.ranks} ranks")
     device = state.model.device if state.model is not None and state.model.spec == cfgs[0].model else None
-    job = detached.launch(runs, params.resume, device)
+    job = detached.launch(runs, params.resume, device, params.ranks)
     ctx.emit("log", {"message": f"training job {job} started (train.stop stops it; "
                                 f"train.follow follows it again)"})
     return _follow(job, ctx, replay=True, owner=True)

@@ -44,7 +44,7 @@ from typing import Callable, Optional
 import msgspec
 
 from engine.errors import UserError
-from engine.paths import REPO_ROOT, cache_dir
+from engine.paths import cache_dir
 from engine.protocol import RunState, RunSummary, TrainJobInfo, TrainSettings
 from engine.train import checkpoint as ckpt
 
@@ -65,6 +65,7 @@ class JobSpec(msgspec.Struct):
     resume: bool = False
     device: Optional[str] = None
     created: float = 0.0
+    ranks: int = 1  # > 1: the worker runs on that many ranks under torchrun
 
 
 def registry() -> Path:
@@ -101,21 +102,26 @@ def _is_worker(pid: int) -> bool:
         return pid_alive(pid)  # no /proc: trust the pid
 
 
-def launch(runs: list[tuple[str, Path, dict]], resume: bool, device: str | None = None) -> str:
-    """Start the training process for these runs ((out as given, folder, settings) each);
-    returns the job id."""
+def launch(runs: list[tuple[str, Path, dict]], resume: bool, device: str | None = None, ranks: int = 1) -> str:
+    """Start the training process for these runs ((out as given, folder, settings) each),
+    on `ranks` data-parallel ranks (torchrun, see `engine.train.launch`); returns the job id."""
     job = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     folder = job_dir(job)
     folder.mkdir(parents=True)
     spec = JobSpec(job, [RunSpec(out, str(Path(path).resolve()), cfg) for out, path, cfg in runs], resume,
-                   device, time.time())
+                   device, time.time(), ranks)
     from engine.atomic import atomic_write_bytes
 
     atomic_write_bytes(folder / "job.json", msgspec.json.encode(spec))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    from engine.distributed import torchrun_command
+    from engine.train.launch import rank_env
+
+    env = rank_env(ranks)
+    cmd = [sys.executable, "-m", "engine.train.worker", str(folder)]
+    if ranks > 1:
+        cmd = torchrun_command(ranks, cmd[2:])
     with open(folder / "worker.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.train.worker", str(folder)],
+        proc = subprocess.Popen(cmd,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, env=env)
     write_job_state(job, RunState("starting", job=job, pid=proc.pid, updated=time.time()), only_if_not_final=True)
@@ -200,7 +206,7 @@ def info(job: str) -> TrainJobInfo:
         except msgspec.ValidationError:
             continue
         runs.append(RunSummary(r.out, r.path, settings, run_state(Path(r.path), job, st)))
-    return TrainJobInfo(job, st, spec.created, spec.resume, runs, str(job_dir(job) / "worker.log"))
+    return TrainJobInfo(job, st, spec.created, spec.resume, runs, str(job_dir(job) / "worker.log"), spec.ranks)
 
 
 def find_job(job: str | None, out: str | None, live_only: bool = False) -> str:

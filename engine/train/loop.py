@@ -28,6 +28,8 @@ from typing import Callable
 
 import torch
 
+from engine import distributed
+from engine.distributed import Ranks
 from engine.errors import UserError
 from engine.train import checkpoint as ckpt
 from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, trainer_config
@@ -68,13 +70,27 @@ class Run:
     eval_windows: torch.Tensor  # held-out windows of the model's corpus, for evaluations
     scale: float = 1.0
     step: Callable = None  # one training step on a raw batch -> `StepOutput`
+    main: bool = True  # the rank that writes (see `train`)
 
 
-def _step_function(trainer) -> Callable:
-    """The fast sparse step where it applies (TopK, BatchTopK), else sae_lens's own."""
+def _step_function(trainer, ranks: Ranks) -> Callable:
+    """The fast sparse step where it applies (TopK, BatchTopK), else sae_lens's own;
+    data-parallel over `ranks` (see `engine.train.data_parallel`)."""
     if SparseStep.supports(trainer.sae, trainer):
-        return SparseStep(trainer)
-    return lambda batch: StepOutput.of(trainer.step(batch))
+        return SparseStep(trainer, ranks)
+    if not ranks.distributed:
+        return lambda batch: StepOutput.of(trainer.step(batch))
+    from engine.train import data_parallel as dp
+
+    dp.average_on_backward(trainer.sae, ranks)
+
+    def step(batch: torch.Tensor) -> StepOutput:
+        out = StepOutput.of(trainer.step(batch))
+        trainer.n_training_samples += (ranks.world - 1) * len(batch)  # sae_lens counted this rank's rows
+        out.firing = (dp.global_last_row(out.codes, ranks), dp.global_counts(out.codes, ranks),
+                      len(batch) * ranks.world)
+        return out
+    return step
 
 
 def _training_sae(cfg: TrainConfig, d_in: int, model_name: str, n_ctx: int, device: str):
@@ -139,8 +155,14 @@ def check_side_by_side(cfgs: list[TrainConfig]) -> None:
 
 def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
           on_record: Callable[[int, dict], None] | None = None, check: Callable[[], None] = lambda: None,
-          resume: bool = False, log: Callable[[str], None] = lambda m: None, job: str = "") -> list[dict]:
+          resume: bool = False, log: Callable[[str], None] = lambda m: None, job: str = "",
+          ranks: Ranks | None = None) -> list[dict]:
     """Train every run to its end; returns each run's final `eval.json` contents.
+
+    `ranks`: a data-parallel run (under torchrun; default: this process's ranks, one
+    when not under torchrun). Every rank calls `train` with the same arguments; the
+    global batch is `batch_size`, split over the ranks; only rank 0 writes files,
+    calls `on_record` and `log`, and returns the results (the others return []).
 
     Each run folder's `state.json` says what happened: running (this process's pid),
     then finished, stopped (asked to stop: checkpointed, `resume` continues it) or
@@ -160,16 +182,31 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
     check_side_by_side(cfgs)
     if len({Path(d).resolve() for d in dirs}) != len(dirs):
         raise UserError("each run needs its own output folder")
+    ranks = ranks or distributed.ranks()
+    main = ranks.is_main
+    if not main:
+        on_record, log = (lambda i, r: None), (lambda m: None)
     lm = lm or load_model(cfgs[0].model)
     corpus = check_tokenizer(corpus, lm) if corpus is not None else corpus_for(None, lm)
     widths = {c.hook: hook_width(lm, c.hook) for c in cfgs}
     n_ctx = default_context(lm.model.cfg.n_ctx, cfgs[0].context)
-    for c, d in zip(cfgs, dirs):
-        _prepare_dir(c, Path(d), resume)
+    if main:
+        for c, d in zip(cfgs, dirs):
+            _prepare_dir(c, Path(d), resume)
+            if resume:
+                ckpt.recover(Path(d))  # before any rank reads the checkpoint
+    ranks.barrier()
 
     started = time.time()  # the run's rate counts every model pass, the first included
-    source = ActivationSource(lm, corpus.windows(n_ctx, split="train"), widths,
-                              cfgs[0].batch_size, cfgs[0].data_seed, check=check)
+    windows = corpus.windows(n_ctx, split="train")
+    if ranks.distributed:
+        from engine.train.sharded import ShardedActivationSource
+
+        check = _Agreed(check, ranks)
+        source = ShardedActivationSource(lm, windows, widths, cfgs[0].batch_size, cfgs[0].data_seed, ranks,
+                                         check=check.local)
+    else:
+        source = ActivationSource(lm, windows, widths, cfgs[0].batch_size, cfgs[0].data_seed, check=check)
     runs, starts = [], []
     for c, d in zip(cfgs, dirs):
         d = Path(d)
@@ -178,22 +215,30 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         tracker = FiringTracker(c.d_sae, c.dead_window)
         if resume and ckpt.has_checkpoint(d):
             start = ckpt.load_checkpoint(d, sae, trainer, tracker)
-            ckpt.truncate_metrics(d, start)
+            if main:
+                ckpt.truncate_metrics(d, start)
             log(f"{d}: resuming from step {start}")
         else:
             start = 0
             sample = source.norm_sample()[c.hook]
             trainer.activation_scaler.scaling_factor = math.sqrt(widths[c.hook]) / sample.norm(dim=-1).mean().item()
-            (d / ckpt.METRICS).unlink(missing_ok=True)
+            if main:
+                (d / ckpt.METRICS).unlink(missing_ok=True)
         starts.append(start)
+        if ranks.distributed:
+            from engine.train.data_parallel import broadcast_parameters
+
+            broadcast_parameters(sae, ranks)
         eval_windows = corpus.windows(n_ctx, split="held_out", max_tokens=c.eval_tokens)
-        runs.append(Run(c, d, sae, trainer, tracker, MetricsLog(d / ckpt.METRICS), eval_windows,
-                        trainer.activation_scaler.scaling_factor, _step_function(trainer)))
+        runs.append(Run(c, d, sae, trainer, tracker, MetricsLog(d / ckpt.METRICS) if main else _NoLog(),
+                        eval_windows, trainer.activation_scaler.scaling_factor, _step_function(trainer, ranks),
+                        main))
     if len(set(starts)) != 1:
         raise UserError(f"the runs' checkpoints are at different steps ({starts}); resume them one by one")
 
-    for r in runs:
-        _state(r.dir, "running", job)
+    if main:
+        for r in runs:
+            _state(r.dir, "running", job)
     try:
         try:
             _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log, started)
@@ -201,9 +246,11 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
             source.close()
             for r in runs:
                 r.log.close()
+        if not main:
+            return []
         results = []
         for r in runs:
-            results.append(_finish(r, lm, log, check))
+            results.append(_finish(r, lm, log, check.local if ranks.distributed else check))
             _state(r.dir, "finished", job)
         return results
     except BaseException as e:
@@ -211,7 +258,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
 
         stopped = isinstance(e, (Cancelled, KeyboardInterrupt))
         message = STOPPED_MESSAGE if stopped else (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
-        for r in runs:
+        for r in (runs if main else []):
             if not (r.dir / "eval.json").exists():
                 _state(r.dir, "stopped" if stopped else "failed", job, message)
         raise
@@ -233,7 +280,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float)
     tokens_done = 0
     if start == 0:
         for i, r in enumerate(runs):
-            if snapshot_every(r.cfg):
+            if snapshot_every(r.cfg) and r.main:
                 _snapshot(r, 0, i, on_record)
     for step in range(start, total):
         try:
@@ -241,7 +288,7 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float)
             batch = source.batch(step, device=runs[0].sae.W_dec.device, last=total - 1)  # checks too
         except BaseException:
             for r in runs:  # keep everything up to the last finished step
-                if step < r.cfg.steps:
+                if step < r.cfg.steps and r.main:
                     r.log.flush()
                     ckpt.save_checkpoint(r.dir, step, r.sae, r.trainer, r.tracker)
             raise
@@ -252,6 +299,8 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float)
             lr = r.trainer.optimizer.param_groups[0]["lr"]
             out = r.step(batch[r.cfg.hook])
             r.trainer.n_training_steps += 1
+            if not r.main:
+                continue
             record = _step_record(r, out, step, lr, tokens_done / max(1e-9, time.time() - t0))
             r.log.write(record)
             ckpt.kill_point("step-logged")
@@ -264,7 +313,8 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float)
                 ckpt.save_checkpoint(r.dir, done, r.sae, r.trainer, r.tracker)
             if r.cfg.eval_every and done % r.cfg.eval_every == 0 and done < r.cfg.steps:
                 source.settle()  # the evaluation runs the model with hooks: no prefetch alongside
-                rec = {"kind": "eval", "step": step, **_evaluate_training(r, source.lm, check)}
+                # rank 0 evaluates alone: its check must not be the ranks' agreed one
+                rec = {"kind": "eval", "step": step, **_evaluate_training(r, source.lm, getattr(check, "local", check))}
                 r.log.write(rec)
                 on_record(i, rec)
         for r in runs:
@@ -283,6 +333,42 @@ def _snapshot(r: Run, done: int, i: int, on_record) -> None:
     r.log.write(rec)
     r.log.flush()  # a snapshot's line is on disk with its file, so followers can ask for it
     on_record(i, rec)
+
+
+class _Agreed:
+    """A data-parallel run's stop check: a stop request on any rank stops every rank
+    at the same step (one MAX all-reduce per call). `local` is this rank's own check."""
+
+    def __init__(self, check: Callable[[], None], ranks: Ranks) -> None:
+        self.local, self.ranks = check, ranks
+
+    def __call__(self) -> None:
+        from engine.jobs import Cancelled
+
+        try:
+            self.local()
+            asked = False
+        except Cancelled:
+            asked = True
+        if self.ranks.any(asked):
+            raise Cancelled()
+
+
+
+class _NoLog:
+    """The metrics log of a rank that does not write (not rank 0)."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def flush_if_due(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class MetricsLog:
@@ -321,7 +407,10 @@ def _step_record(r: Run, out, step: int, lr: float, rate: float) -> dict:
     x = out.sae_in / r.scale
     # sae_lens's MSE loss is the per-token squared error, averaged over the batch, in scaled units
     squared_error = out.losses["mse_loss"].item() * len(x) / r.scale ** 2
-    r.tracker.update(out.codes, step)
+    if out.firing is not None:  # data-parallel: the tracker counts the whole batch, the rest is rank 0's slice
+        r.tracker.update_counts(*out.firing, step=step)
+    else:
+        r.tracker.update(out.codes, step)
     rec = {"kind": "step", "step": step, "tokens": (step + 1) * r.cfg.batch_size,
            "loss": out.loss.item(), "losses": {k: float(v) for k, v in out.losses.items()},
            **step_metrics(x, squared_error, out.codes), "dead_fraction_window": r.tracker.dead_fraction_window(),

@@ -196,14 +196,18 @@ class FiringTracker:
     def update(self, acts, step: int = 0) -> None:
         """`acts`: a batch's activations [n, d_sae] or their `Codes`, of training `step`."""
         codes = as_codes(acts)
-        n = codes.n_rows
+        self.update_counts(codes.last_row(), codes.counts(), codes.n_rows, step)
+
+    def update_counts(self, last_row: torch.Tensor, counts: torch.Tensor, n: int, step: int = 0) -> None:
+        """The same from a batch's summaries: per latent, the last row it fired on (-1:
+        none) and its firing count, over `n` rows (a data-parallel run's whole batch)."""
         # the [d_sae] summaries come back to the CPU, where the tracker lives (on any device)
-        last_row = codes.last_row().cpu()
+        last_row = last_row.cpu()
         any_fired = last_row >= 0
         # tokens since the last firing: the last firing row within this batch, if any
         self.since_fired = torch.where(any_fired, n - 1 - last_row, self.since_fired + n)
         self.first_fired = torch.where(any_fired & (self.first_fired < 0), step, self.first_fired)
-        self.counts += codes.counts().cpu()
+        self.counts += counts.cpu()
         self.tokens += n
         if self.tokens >= self.window:
             self.last_density = self.counts.double() / self.tokens

@@ -48,8 +48,11 @@ def plan_runs(hook: str, archs: list[str], seeds: list[int], out: Path, config: 
 def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool,
                      corpus=None, device: str | None = None, lm=None) -> list[dict]:
     """`corpus`: a spec for `corpus_for` or a ready `TokenCorpus`; `lm`: a loaded model
-    (default: load the runs' model on `device`)."""
+    (default: load the runs' model on `device`). Under torchrun, this rank's part of a
+    data-parallel run (`run_rank_cli`)."""
     from engine.corpus import TokenCorpus, corpus_for
+    from engine.distributed import ranks as get_ranks
+    from engine.distributed import rank_device
     from engine.models import load_model
     from engine.train.loop import train
 
@@ -60,6 +63,9 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
 
         for d in dirs:
             check_resumable(d)
+    ranks = get_ranks(device)
+    if ranks.distributed:
+        return run_rank_cli(cfgs, dirs, resume, as_json, corpus, rank_device(device, ranks), ranks)
     lm = lm or load_model(cfgs[0].model, device)
     text = corpus if isinstance(corpus, TokenCorpus) else corpus_for(corpus, lm)
 
@@ -102,6 +108,60 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
     for r in results:
         console.print(f"[bold]{r['sae']}[/]: EV {r['explained_variance']:.3f}  L0 {r['l0']:.1f}  "
                       f"CE score {r['ce_loss_score']:.3f}  dead {r['dead_fraction']:.1%}")
+    return results
+
+
+def run_rank_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool, corpus,
+                 device: str | None, ranks) -> list[dict]:
+    """One rank of `saescope train` under torchrun. SIGINT and SIGTERM (torchrun's own
+    shutdown sends it), or the launcher's stop file, ask to stop: the ranks agree and
+    stop at the same step, checkpointed, and the command ends with status 0 (the
+    launcher says it stopped). Rank 0 reports; its step metrics are those of its slice
+    of the global batch (the firing statistics are the whole batch's)."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    from engine.corpus import corpus_for
+    from engine.jobs import Cancelled
+    from engine.models import load_model
+    from engine.train.launch import STOP_FILE_ENV
+    from engine.train.loop import train
+
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda signum, frame: stop.set())
+    stop_file = os.environ.get(STOP_FILE_ENV)
+
+    def check() -> None:
+        if stop.is_set() or (stop_file and os.path.exists(stop_file)):
+            raise Cancelled()
+
+    lm = load_model(cfgs[0].model, device)
+    text = corpus_for(corpus, lm)
+    main = ranks.is_main
+
+    def on_record(i: int, rec: dict) -> None:
+        if as_json:
+            rec = {k: v for k, v in rec.items() if k != "density_histogram"}
+            print(json.dumps({"run": str(dirs[i]), **rec}), flush=True)
+        elif rec.get("kind") == "step" and (rec["step"] % 50 == 0 or rec["step"] + 1 == cfgs[i].steps):
+            print(f"{Path(dirs[i]).name}: step {rec['step'] + 1}/{cfgs[i].steps}  loss {rec['loss']:.4f}  "
+                  f"L0 {rec['l0']:.1f}  {rec['tokens_per_s']:.0f} tok/s on {ranks.world} ranks",
+                  file=sys.stderr, flush=True)
+
+    try:
+        results = train(cfgs, dirs, lm=lm, corpus=text, on_record=on_record, check=check, resume=resume,
+                        ranks=ranks, log=(lambda m: print(f"[rank 0] {m}", file=sys.stderr, flush=True)))
+    except Cancelled:
+        if main and not stop_file:
+            print(f"saescope: {stopped_line(dirs)}", file=sys.stderr, flush=True)
+        return []
+    if main and not as_json:
+        for r in results:
+            print(f"{r['sae']}: EV {r['explained_variance']:.3f}  L0 {r['l0']:.1f}  "
+                  f"CE score {r['ce_loss_score']:.3f}  dead {r['dead_fraction']:.1%}", file=sys.stderr)
     return results
 
 

@@ -50,6 +50,9 @@ class StepOutput:
     loss: torch.Tensor
     losses: dict[str, torch.Tensor]
     codes: Codes
+    # a data-parallel step: per latent, (last row fired in the global batch, firing
+    # count over it) and the global batch's size; None: `codes` is the whole batch
+    firing: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     @classmethod
     def of(cls, out) -> "StepOutput":
@@ -90,10 +93,13 @@ def _sampled_dot(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, left: torc
 class SparseStep:
     """One training step of a TopK or BatchTopK training SAE (see the module notes)."""
 
-    def __init__(self, trainer) -> None:
+    def __init__(self, trainer, ranks=None) -> None:
+        """`ranks` (`engine.distributed.Ranks`): a data-parallel run, whose gradients and
+        firing counts are averaged / summed over the ranks (`engine.train.data_parallel`)."""
         if not self.supports(trainer.sae, trainer):
             raise ValueError("this SAE or trainer configuration needs sae_lens's own step")
         self.trainer, self.sae = trainer, trainer.sae
+        self.ranks = ranks if ranks is not None and ranks.distributed else None
         self.batch_topk = type(self.sae).__name__ == "BatchTopKTrainingSAE"
 
     @staticmethod
@@ -110,30 +116,41 @@ class SparseStep:
     def __call__(self, batch: torch.Tensor) -> StepOutput:
         trainer, sae = self.trainer, self.sae
         batch = batch.to(sae.device)
-        trainer.n_training_samples += batch.shape[0]
+        world = self.ranks.world if self.ranks else 1
+        trainer.n_training_samples += batch.shape[0] * world
         x = trainer.activation_scaler(batch).to(sae.dtype)
         sae.train()
         dead = trainer.dead_neurons
+        global_firing = None
         with torch.no_grad():
             out, codes, loss, losses = self._forward_backward(x, dead)
-            firing = codes.firing()
-            did_fire = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
-            did_fire[codes.cols[firing]] = True
+            counts = codes.counts()
+            if self.ranks:
+                from engine.train import data_parallel as dp
+
+                params = [p for p in sae.parameters() if p.grad is not None]
+                counts = dp.average_gradients(params, self.ranks, extra=counts.double()).round().long()
+                global_firing = (dp.global_last_row(codes, self.ranks), counts, codes.n_rows * world)
             trainer.n_forward_passes_since_fired += 1
-            trainer.n_forward_passes_since_fired[did_fire] = 0
-            trainer.act_freq_scores += codes.counts().to(trainer.act_freq_scores.dtype)
+            trainer.n_forward_passes_since_fired[counts > 0] = 0
+            trainer.act_freq_scores += counts.to(trainer.act_freq_scores.dtype)
             trainer.n_frac_active_samples += trainer.cfg.train_batch_size_samples
-            if self.batch_topk and firing.any():
-                lr = sae.cfg.topk_threshold_lr
-                least = codes.vals[codes.vals > 0].min().to(sae.topk_threshold.dtype)
-                sae.topk_threshold = (1 - lr) * sae.topk_threshold + lr * least
+            if self.batch_topk:
+                positive = codes.vals[codes.vals > 0]
+                least = positive.min().item() if len(positive) else None
+                if self.ranks:
+                    least = dp.global_min(least, self.ranks)
+                if least is not None:
+                    lr = sae.cfg.topk_threshold_lr
+                    least = torch.tensor(least, dtype=sae.topk_threshold.dtype, device=x.device)
+                    sae.topk_threshold = (1 - lr) * sae.topk_threshold + lr * least
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad()
         trainer.lr_scheduler.step()
         for scheduler in trainer.coefficient_schedulers.values():
             scheduler.step()
-        return StepOutput(x, out, loss, losses, codes)
+        return StepOutput(x, out, loss, losses, codes, global_firing)
 
     def _select(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The active entries (rows, cols sorted by row, values before the ReLU)."""

@@ -10,6 +10,10 @@ Notes
   checkpointed (state `stopped`); SIGHUP is ignored.
 - Any failure is the job's `failed` state with a one-line message (the traceback
   goes to `worker.log`).
+- A data-parallel job (`ranks` > 1) runs this module on each rank under torchrun
+  (`python -m torch.distributed.run ... -m engine.train.worker <folder>`): every
+  rank trains, rank 0 alone writes the job's state and log lines, and a stop seen
+  by rank 0 (its signal, the stop file) stops every rank at the same step.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ def main(folder: str) -> int:
     from engine.errors import UserError
     from engine.jobs import Cancelled
     from engine.protocol import RunState
+    from engine.distributed import rank_device
+    from engine.distributed import ranks as get_ranks
     from engine.train import detached
 
     job = Path(folder).name
@@ -45,12 +51,23 @@ def main(folder: str) -> int:
         if stop.is_set() or stop_file.exists():
             raise Cancelled()
 
+    try:
+        spec = detached.load_spec(job)
+    except UserError as e:
+        detached.write_job_state(job, RunState("failed", job=job, message=str(e), updated=time.time()))
+        return 2
+    ranks = get_ranks(spec.device)  # under torchrun: this rank of a data-parallel job
+    main = ranks.is_main
+
     def state(name: str, message: str = "") -> None:
+        if not main:  # rank 0 speaks for the job
+            return
         detached.write_job_state(job, RunState(name, job=job, pid=os.getpid() if name == "running" else None,
                                                message=message, updated=time.time()))
 
     def log(message: str) -> None:
-        print(f"[train {job}] {message}", file=sys.stderr, flush=True)
+        if main:
+            print(f"[train {job}] {message}", file=sys.stderr, flush=True)
 
     state("running")
     try:
@@ -64,13 +81,13 @@ def main(folder: str) -> int:
         from engine.train.config import TrainConfig
         from engine.train.loop import train
 
-        spec = detached.load_spec(job)
         cfgs = [TrainConfig.from_dict(r.config) for r in spec.runs]
         dirs = [Path(r.path) for r in spec.runs]
-        log(f"pid {os.getpid()}: loading {cfgs[0].model}")
-        lm = load_model(cfgs[0].model, spec.device)
-        check()
-        train(cfgs, dirs, lm=lm, check=check, resume=spec.resume, log=log, job=job)
+        log(f"pid {os.getpid()}: loading {cfgs[0].model}" + (f" on {ranks.world} ranks" if ranks.distributed else ""))
+        lm = load_model(cfgs[0].model, rank_device(spec.device, ranks))
+        if not ranks.distributed:  # a rank alone must not leave: the others would wait for it
+            check()
+        train(cfgs, dirs, lm=lm, check=check, resume=spec.resume, log=log, job=job, ranks=ranks)
     except Cancelled:
         from engine.train.loop import STOPPED_MESSAGE
 
