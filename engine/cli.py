@@ -151,6 +151,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file: a list of run settings (overrides the flags)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the stopped (ctrl+c) or killed run(s) in --out from the last checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines of metrics instead of a progress bar."),
+    distributed: int = typer.Option(0, "--distributed", help="Data-parallel on N ranks of this machine: the same command under torchrun (--batch-size is the global batch)."),
 ) -> None:
     """Train SAEs on a model's activations (several side by side from one model pass)."""
     quiet_libraries()
@@ -162,6 +163,10 @@ def train(
                                d_sae=d_sae, k=k, l1=l1, threshold_init=threshold_init, tokens=tokens, lr=lr, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, eval_every=eval_every,
                                eval_tokens=eval_tokens, context=context, snapshot_every=snapshot_every)
+        if distributed:
+            from engine.train.launch import run_distributed_cli
+
+            raise typer.Exit(run_distributed_cli(distributed, cfgs, dirs, resume))
         results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device)
     except UserError as e:
         fail(str(e))
