@@ -152,6 +152,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the stopped (ctrl+c) or killed run(s) in --out from the last checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines of metrics instead of a progress bar."),
     distributed: int = typer.Option(0, "--distributed", help="Data-parallel on N ranks of this machine: the same command under torchrun (--batch-size is the global batch)."),
+    spread: bool = typer.Option(False, "--spread", help="With several ranks: deal the runs to the ranks (each trains its own SAEs on whole batches) instead of data-parallel."),
 ) -> None:
     """Train SAEs on a model's activations (several side by side from one model pass)."""
     quiet_libraries()
@@ -166,8 +167,9 @@ def train(
         if distributed:
             from engine.train.launch import run_distributed_cli
 
-            raise typer.Exit(run_distributed_cli(distributed, cfgs, dirs, resume))
-        results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device)
+            raise typer.Exit(run_distributed_cli(distributed, cfgs, dirs, resume, spread))
+        results = run_training_cli(cfgs, dirs, resume=resume, as_json=as_json, corpus=corpus, device=device,
+                                   spread=spread)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt:  # ctrl+c: the runs stopped, checkpointed (their state.json: `stopped`)

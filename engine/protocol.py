@@ -118,7 +118,8 @@ class TrainStartParams(msgspec.Struct, forbid_unknown_fields=True):
 
     runs: list[dict[str, Any]]
     resume: bool = False
-    ranks: int = 1  # data-parallel ranks on the engine's machine (torchrun); the batch is split over them
+    ranks: int = 1  # ranks on the engine's machine (torchrun); data-parallel: the batch is split over them
+    spread: bool = False  # with ranks > 1: deal the runs to the ranks instead (each trains its own SAEs)
 
 
 class RunReadParams(msgspec.Struct, forbid_unknown_fields=True):

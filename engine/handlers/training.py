@@ -78,9 +78,10 @@ def train_start(state: Workspace, params, ctx: Job) -> TrainResult:
 
     if not params.runs:
         raise UserError("train.start needs at least one run")
-    from engine.distributed import check_world
+    from engine.distributed import MAX_RANKS
 
-    check_world(params.ranks)
+    if not 1 <= params.ranks <= MAX_RANKS:
+        raise UserError(f"ranks must be between 1 and {MAX_RANKS}, got {params.ranks}")
     runs, cfgs = [], []
     for run in params.runs:
         run = dict(run)
@@ -112,10 +113,11 @@ def train_start(state: Workspace, params, ctx: Job) -> TrainResult:
     from engine.train.loop import check_side_by_side
 
     check_side_by_side(cfgs)
-    if cfgs[0].batch_size % params.ranks:
-        raise UserError(f"the batch size ({cfgs[0].batch_size}) must divide evenly over {params.ranks} ranks")
+    from engine.train.launch import check_plan
+
+    check_plan(params.ranks, cfgs, [], params.resume, params.spread)  # the folders are checked above
     device = state.model.device if state.model is not None and state.model.spec == cfgs[0].model else None
-    job = detached.launch(runs, params.resume, device, params.ranks)
+    job = detached.launch(runs, params.resume, device, params.ranks, params.spread)
     ctx.emit("log", {"message": f"training job {job} started (train.stop stops it; "
                                 f"train.follow follows it again)"})
     return _follow(job, ctx, replay=True, owner=True)

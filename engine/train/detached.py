@@ -66,6 +66,7 @@ class JobSpec(msgspec.Struct):
     device: Optional[str] = None
     created: float = 0.0
     ranks: int = 1  # > 1: the worker runs on that many ranks under torchrun
+    spread: bool = False  # the runs dealt to the ranks, not data-parallel (`engine.train.loop.train`)
 
 
 def registry() -> Path:
@@ -102,14 +103,15 @@ def _is_worker(pid: int) -> bool:
         return pid_alive(pid)  # no /proc: trust the pid
 
 
-def launch(runs: list[tuple[str, Path, dict]], resume: bool, device: str | None = None, ranks: int = 1) -> str:
+def launch(runs: list[tuple[str, Path, dict]], resume: bool, device: str | None = None, ranks: int = 1,
+           spread: bool = False) -> str:
     """Start the training process for these runs ((out as given, folder, settings) each),
     on `ranks` data-parallel ranks (torchrun, see `engine.train.launch`); returns the job id."""
     job = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     folder = job_dir(job)
     folder.mkdir(parents=True)
     spec = JobSpec(job, [RunSpec(out, str(Path(path).resolve()), cfg) for out, path, cfg in runs], resume,
-                   device, time.time(), ranks)
+                   device, time.time(), ranks, spread)
     from engine.atomic import atomic_write_bytes
 
     atomic_write_bytes(folder / "job.json", msgspec.json.encode(spec))

@@ -31,7 +31,7 @@ from engine.paths import REPO_ROOT
 STOP_FILE_ENV = "SAESCOPE_STOP_FILE"  # a file whose existence asks a training command to stop
 
 
-def check_plan(n: int, cfgs, dirs, resume: bool) -> None:
+def check_plan(n: int, cfgs, dirs, resume: bool, spread: bool = False) -> None:
     """Everything about the runs that can be wrong before a rank starts."""
     from engine.train.loop import check_new, check_resumable, check_side_by_side
 
@@ -39,8 +39,10 @@ def check_plan(n: int, cfgs, dirs, resume: bool) -> None:
     for c in cfgs:
         c.validate()
     check_side_by_side(cfgs)
-    if cfgs[0].batch_size % n:
-        raise UserError(f"--batch-size ({cfgs[0].batch_size}) must divide evenly over {n} ranks")
+    if spread and len(cfgs) < n:
+        raise UserError(f"spreading the runs over {n} ranks needs at least {n} runs (got {len(cfgs)})")
+    if cfgs[0].batch_size % n and not spread:
+        raise UserError(f"the batch size ({cfgs[0].batch_size}) must divide evenly over {n} ranks")
     for d in dirs:
         check_resumable(d) if resume else check_new(d)
 
@@ -53,13 +55,13 @@ def rank_env(n: int) -> dict:
     return env
 
 
-def run_distributed_cli(n: int, cfgs, dirs, resume: bool, argv: list[str] | None = None) -> int:
+def run_distributed_cli(n: int, cfgs, dirs, resume: bool, spread: bool = False, argv: list[str] | None = None) -> int:
     """Run this `saescope train` command line on `n` ranks; returns the exit status."""
     from engine.train.runs import stopped_line
 
     if distributed.under_torchrun():
         raise UserError("--distributed starts torchrun itself: under torchrun, leave it out")
-    check_plan(n, cfgs, dirs, resume)
+    check_plan(n, cfgs, dirs, resume, spread)
     argv = sys.argv[1:] if argv is None else argv
     cmd = distributed.torchrun_command(n, ["engine", *distributed.strip_option(argv, "--distributed")])
     with tempfile.TemporaryDirectory(prefix="saescope-stop-") as tmp:

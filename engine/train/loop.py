@@ -70,7 +70,8 @@ class Run:
     eval_windows: torch.Tensor  # held-out windows of the model's corpus, for evaluations
     scale: float = 1.0
     step: Callable = None  # one training step on a raw batch -> `StepOutput`
-    main: bool = True  # the rank that writes (see `train`)
+    main: bool = True  # this rank writes the run's files (see `train`)
+    index: int = 0  # the run's place in `train`'s list (what `on_record` is called with)
 
 
 def _step_function(trainer, ranks: Ranks) -> Callable:
@@ -156,13 +157,18 @@ def check_side_by_side(cfgs: list[TrainConfig]) -> None:
 def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
           on_record: Callable[[int, dict], None] | None = None, check: Callable[[], None] = lambda: None,
           resume: bool = False, log: Callable[[str], None] = lambda m: None, job: str = "",
-          ranks: Ranks | None = None) -> list[dict]:
+          ranks: Ranks | None = None, spread: bool = False) -> list[dict]:
     """Train every run to its end; returns each run's final `eval.json` contents.
 
-    `ranks`: a data-parallel run (under torchrun; default: this process's ranks, one
-    when not under torchrun). Every rank calls `train` with the same arguments; the
-    global batch is `batch_size`, split over the ranks; only rank 0 writes files,
-    calls `on_record` and `log`, and returns the results (the others return []).
+    `ranks`: several ranks under torchrun (default: this process's ranks, one when
+    not under torchrun). Every rank calls `train` with the same arguments, and the
+    model pass is split over the ranks (`engine.train.sharded`). Then either
+    - data-parallel (the default): every rank trains every run on its slice of the
+      global batch `batch_size`, gradients averaged; only rank 0 writes files, calls
+      `on_record` and `log`, and returns the results (the others return []); or
+    - `spread`: the runs are dealt to the ranks (run i to rank i mod N), and each
+      rank trains its own runs on the whole batch, from activations the ranks share;
+      each rank writes, reports and returns its own runs.
 
     Each run folder's `state.json` says what happened: running (this process's pid),
     then finished, stopped (asked to stop: checkpointed, `resume` continues it) or
@@ -184,7 +190,12 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         raise UserError("each run needs its own output folder")
     ranks = ranks or distributed.ranks()
     main = ranks.is_main
-    if not main:
+    spread = spread and ranks.distributed
+    if spread and len(cfgs) < ranks.world:
+        raise UserError(f"spreading runs over {ranks.world} ranks needs at least as many runs (got {len(cfgs)})")
+    mine = [i for i in range(len(cfgs)) if not spread or i % ranks.world == ranks.rank]
+    writes = main or spread  # this rank writes (and reports) its runs
+    if not writes:
         on_record, log = (lambda i, r: None), (lambda m: None)
     lm = lm or load_model(cfgs[0].model)
     corpus = check_tokenizer(corpus, lm) if corpus is not None else corpus_for(None, lm)
@@ -203,50 +214,55 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
         from engine.train.sharded import ShardedActivationSource
 
         check = _Agreed(check, ranks)
+        hooks_of = {q: sorted({cfgs[i].hook for i in range(q, len(cfgs), ranks.world)})
+                    for q in range(ranks.world)} if spread else None
         source = ShardedActivationSource(lm, windows, widths, cfgs[0].batch_size, cfgs[0].data_seed, ranks,
-                                         check=check.local)
+                                         check=check.local, hooks_of=hooks_of)
     else:
         source = ActivationSource(lm, windows, widths, cfgs[0].batch_size, cfgs[0].data_seed, check=check)
     runs, starts = [], []
-    for c, d in zip(cfgs, dirs):
-        d = Path(d)
+    if spread and resume:  # every rank must resume from the same step: look at the others' runs too
+        starts = [ckpt.checkpoint_step(Path(dirs[i])) or 0 for i in range(len(cfgs)) if i not in mine]
+    for i in mine:
+        c, d = cfgs[i], Path(dirs[i])
         sae = _training_sae(c, widths[c.hook], lm.name, n_ctx, lm.device)
         trainer = SAETrainer(trainer_config(c, lm.device), sae, data_provider=iter(()))
         tracker = FiringTracker(c.d_sae, c.dead_window)
         if resume and ckpt.has_checkpoint(d):
             start = ckpt.load_checkpoint(d, sae, trainer, tracker)
-            if main:
+            if writes:
                 ckpt.truncate_metrics(d, start)
             log(f"{d}: resuming from step {start}")
         else:
             start = 0
             sample = source.norm_sample()[c.hook]
             trainer.activation_scaler.scaling_factor = math.sqrt(widths[c.hook]) / sample.norm(dim=-1).mean().item()
-            if main:
+            if writes:
                 (d / ckpt.METRICS).unlink(missing_ok=True)
         starts.append(start)
-        if ranks.distributed:
+        if ranks.distributed and not spread:
             from engine.train.data_parallel import broadcast_parameters
 
             broadcast_parameters(sae, ranks)
         eval_windows = corpus.windows(n_ctx, split="held_out", max_tokens=c.eval_tokens)
-        runs.append(Run(c, d, sae, trainer, tracker, MetricsLog(d / ckpt.METRICS) if main else _NoLog(),
-                        eval_windows, trainer.activation_scaler.scaling_factor, _step_function(trainer, ranks),
-                        main))
+        runs.append(Run(c, d, sae, trainer, tracker, MetricsLog(d / ckpt.METRICS) if writes else _NoLog(),
+                        eval_windows, trainer.activation_scaler.scaling_factor,
+                        _step_function(trainer, Ranks() if spread else ranks), writes, i))
     if len(set(starts)) != 1:
         raise UserError(f"the runs' checkpoints are at different steps ({starts}); resume them one by one")
 
-    if main:
+    if writes:
         for r in runs:
             _state(r.dir, "running", job)
     try:
         try:
-            _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log, started)
+            _loop(runs, source, starts[0], on_record or (lambda i, r: None), check, log, started,
+                  total=max(c.steps for c in cfgs))
         finally:
             source.close()
             for r in runs:
                 r.log.close()
-        if not main:
+        if not writes:
             return []
         results = []
         for r in runs:
@@ -258,7 +274,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
 
         stopped = isinstance(e, (Cancelled, KeyboardInterrupt))
         message = STOPPED_MESSAGE if stopped else (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")
-        for r in (runs if main else []):
+        for r in (runs if writes else []):
             if not (r.dir / "eval.json").exists():
                 _state(r.dir, "stopped" if stopped else "failed", job, message)
         raise
@@ -273,15 +289,15 @@ def _state(run_dir: Path, state: str, job: str, message: str = "") -> None:
                                        resumable=state != "finished" and ckpt.checkpoint_step(run_dir) is not None))
 
 
-def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float) -> None:
-    """Steps `start`.. of every run; the rate each step reports is wall-clock since `t0`
-    (before the first model pass) over the tokens this process has trained on."""
-    total = max(r.cfg.steps for r in runs)
+def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float, total: int) -> None:
+    """Steps `start`..`total` of every run (each to its own end); the rate each step
+    reports is wall-clock since `t0` (before the first model pass) over the tokens
+    this process has trained on."""
     tokens_done = 0
     if start == 0:
-        for i, r in enumerate(runs):
+        for r in runs:
             if snapshot_every(r.cfg) and r.main:
-                _snapshot(r, 0, i, on_record)
+                _snapshot(r, 0, r.index, on_record)
     for step in range(start, total):
         try:
             check()
@@ -293,7 +309,8 @@ def _loop(runs: list[Run], source, start: int, on_record, check, log, t0: float)
                     ckpt.save_checkpoint(r.dir, step, r.sae, r.trainer, r.tracker)
             raise
         tokens_done += source.batch_size
-        for i, r in enumerate(runs):
+        for r in runs:
+            i = r.index
             if step >= r.cfg.steps:
                 continue
             lr = r.trainer.optimizer.param_groups[0]["lr"]

@@ -46,7 +46,7 @@ def plan_runs(hook: str, archs: list[str], seeds: list[int], out: Path, config: 
 
 
 def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool,
-                     corpus=None, device: str | None = None, lm=None) -> list[dict]:
+                     corpus=None, device: str | None = None, lm=None, spread: bool = False) -> list[dict]:
     """`corpus`: a spec for `corpus_for` or a ready `TokenCorpus`; `lm`: a loaded model
     (default: load the runs' model on `device`). Under torchrun, this rank's part of a
     data-parallel run (`run_rank_cli`)."""
@@ -65,7 +65,7 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
             check_resumable(d)
     ranks = get_ranks(device)
     if ranks.distributed:
-        return run_rank_cli(cfgs, dirs, resume, as_json, corpus, rank_device(device, ranks), ranks)
+        return run_rank_cli(cfgs, dirs, resume, as_json, corpus, rank_device(device, ranks), ranks, spread)
     lm = lm or load_model(cfgs[0].model, device)
     text = corpus if isinstance(corpus, TokenCorpus) else corpus_for(corpus, lm)
 
@@ -112,12 +112,13 @@ def run_training_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as
 
 
 def run_rank_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_json: bool, corpus,
-                 device: str | None, ranks) -> list[dict]:
+                 device: str | None, ranks, spread: bool = False) -> list[dict]:
     """One rank of `saescope train` under torchrun. SIGINT and SIGTERM (torchrun's own
     shutdown sends it), or the launcher's stop file, ask to stop: the ranks agree and
     stop at the same step, checkpointed, and the command ends with status 0 (the
     launcher says it stopped). Rank 0 reports; its step metrics are those of its slice
-    of the global batch (the firing statistics are the whole batch's)."""
+    of the global batch (the firing statistics are the whole batch's). With `spread`,
+    each rank trains, reports and evaluates its own runs."""
     import os
     import signal
     import sys
@@ -140,7 +141,7 @@ def run_rank_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_jso
 
     lm = load_model(cfgs[0].model, device)
     text = corpus_for(corpus, lm)
-    main = ranks.is_main
+    main = ranks.is_main or spread
 
     def on_record(i: int, rec: dict) -> None:
         if as_json:
@@ -153,9 +154,10 @@ def run_rank_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_jso
 
     try:
         results = train(cfgs, dirs, lm=lm, corpus=text, on_record=on_record, check=check, resume=resume,
-                        ranks=ranks, log=(lambda m: print(f"[rank 0] {m}", file=sys.stderr, flush=True)))
+                        ranks=ranks, spread=spread,
+                        log=(lambda m: print(f"[rank {ranks.rank}] {m}", file=sys.stderr, flush=True)))
     except Cancelled:
-        if main and not stop_file:
+        if ranks.is_main and not stop_file:
             print(f"saescope: {stopped_line(dirs)}", file=sys.stderr, flush=True)
         return []
     if main and not as_json:

@@ -22,6 +22,10 @@ Notes
   leaves its chunk at the same place and none waits on an exchange forever.
 - The input-scale sample is the global one (the first `NORM_TOKENS` rows of the
   global stream, gathered), so the scale equals the one-process run's.
+- Spread runs (`hooks_of`: each rank trains its own SAEs, like sparsify's
+  `distribute_modules`): the model pass is split the same way, but each rank
+  receives every row of the global batch for the hooks its SAEs read, and nothing
+  of the others'.
 """
 
 from __future__ import annotations
@@ -39,17 +43,25 @@ from engine.train.activations import NORM_TOKENS, ActivationSource, _Closed
 
 class ShardedActivationSource(ActivationSource):
     def __init__(self, lm, windows: torch.Tensor, widths: dict[str, int], batch_size: int, data_seed: int,
-                 ranks: Ranks, check: Callable[[], None] = lambda: None, prefetch: bool = True):
+                 ranks: Ranks, check: Callable[[], None] = lambda: None, prefetch: bool = True,
+                 hooks_of: dict[int, list[str]] | None = None):
         """`batch_size`: the global batch (every rank's rows together); `check` raises
-        `Cancelled` on a stop request of this rank (the ranks agree on it, see Notes)."""
-        if batch_size % ranks.world:
+        `Cancelled` on a stop request of this rank (the ranks agree on it, see Notes);
+        `hooks_of`: spread runs, the hooks each rank trains on (whole batches of them)."""
+        if batch_size % ranks.world and hooks_of is None:
             raise UserError(f"--batch-size ({batch_size}) must divide evenly over {ranks.world} ranks")
-        self.ranks = ranks
-        self.local_batch = batch_size // ranks.world
+        self.ranks, self.hooks_of = ranks, hooks_of
+        self.local_batch = batch_size if hooks_of else batch_size // ranks.world
         self.group = ranks.new_group()  # the exchange's own group (see Notes)
         self._stop_check = check
         super().__init__(lm, windows, widths, batch_size, data_seed, check=check, prefetch=prefetch)
         self.widths = [widths[h] for h in self.hooks]
+        all_hooks = {q: self.hooks for q in range(ranks.world)}
+        # per rank: the hooks it receives, and where their columns sit among all hooks'
+        self.received = {q: sorted(h) for q, h in (hooks_of or all_hooks).items()}
+        starts = dict(zip(self.hooks, torch.tensor([0] + self.widths).cumsum(0).tolist()))
+        self.columns = {q: torch.cat([torch.arange(starts[h], starts[h] + widths[h]) for h in hooks])
+                        for q, hooks in self.received.items()}
 
     # ---- agreeing to stop ------------------------------------------------------------
     def _agreed_check(self) -> None:
@@ -86,27 +98,36 @@ class ShardedActivationSource(ActivationSource):
         G, B, batches = self.batch_size, self.local_batch, self.batches_in(index)
         starts = (torch.arange(batches) * G).unsqueeze(1)
         row_bounds = torch.tensor(bounds) * self.per_window
-        send, send_sizes, recv_sizes, mine = [], [], [], None
+        send, send_sizes, mine = [], [], None
         for q in range(n):
-            need = perm[(starts + q * B + torch.arange(B)).flatten()]  # rank q's rows, in its order
+            # rank q's rows, in its order: its slice of each batch, or (spread) whole batches
+            rows = starts + (torch.arange(G) if self.hooks_of else q * B + torch.arange(B))
+            need = perm[rows.flatten()]
             owner = torch.bucketize(need, row_bounds[1:], right=True)
             if q == r:
                 mine = (need, owner)
             picked = need[owner == r] - row_bounds[r]
-            send.append(local[picked])
-            send_sizes.append(len(picked))
+            send.append(local[picked][:, self.columns[q]].reshape(-1))
+            send_sizes.append(send[-1].numel())
         need, owner = mine
-        recv_sizes = [int((owner == q).sum()) for q in range(n)]
-        received = local.new_empty(sum(recv_sizes), local.shape[1])
+        width = len(self.columns[r])
+        recv_sizes = [int((owner == q).sum()) * width for q in range(n)]
+        received = local.new_empty(sum(recv_sizes))
         self._agreed_check()
         dist.all_to_all_single(received, torch.cat(send), recv_sizes, send_sizes, group=self.group)
-        out = local.new_empty(len(need), local.shape[1])
+        received = received.view(-1, width)
+        out = local.new_empty(len(need), width)
         offset = 0
         for q in range(n):  # rows from rank q come in the order rank q found them in `need`
             where = (owner == q).nonzero().squeeze(1)
             out[where] = received[offset:offset + len(where)]
             offset += len(where)
-        return dict(zip(self.hooks, out.split(self.widths, dim=1)))
+        return self._by_hook(out, r)
+
+    def _by_hook(self, rows: torch.Tensor, q: int) -> dict[str, torch.Tensor]:
+        """Rows of rank `q`'s received columns, split into its hooks."""
+        hooks = self.received[q]
+        return dict(zip(hooks, rows.split([self.widths[self.hooks.index(h)] for h in hooks], dim=1)))
 
     def _run_model(self, tokens: torch.Tensor, passes: int) -> torch.Tensor:
         """The hooks' activations of these windows (BOS left out), side by side, in
@@ -148,16 +169,20 @@ class ShardedActivationSource(ActivationSource):
     def norm_sample(self) -> dict[str, torch.Tensor]:
         """The one-process run's sample: the first global batches, every rank's slice gathered."""
         parts = []
+        mine = self.received[self.ranks.rank]
         for step in range(max(1, math.ceil(NORM_TOKENS / self.batch_size))):
             index, offset = self.locate(step)
             if index not in self._cache:
                 self._cache[index] = self._compute(index, self.check)
             i = offset * self.local_batch
-            mine = torch.cat([self._cache[index][h][i:i + self.local_batch] for h in self.hooks], dim=1)
-            everyone = [torch.empty_like(mine) for _ in range(self.ranks.world)]
-            dist.all_gather(everyone, mine.contiguous(), group=self.group)
+            rows = torch.cat([self._cache[index][h][i:i + self.local_batch] for h in mine], dim=1)
+            if self.hooks_of:  # whole batches here already
+                parts.append(rows)
+                continue
+            everyone = [torch.empty_like(rows) for _ in range(self.ranks.world)]
+            dist.all_gather(everyone, rows.contiguous(), group=self.group)
             parts.append(torch.cat(everyone))
-        return dict(zip(self.hooks, torch.cat(parts).split(self.widths, dim=1)))
+        return self._by_hook(torch.cat(parts), self.ranks.rank)
 
     def close(self) -> None:
         """As `ActivationSource.close`, but waits for the prefetch thread: it leaves at

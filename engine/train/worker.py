@@ -87,7 +87,7 @@ def main(folder: str) -> int:
         lm = load_model(cfgs[0].model, rank_device(spec.device, ranks))
         if not ranks.distributed:  # a rank alone must not leave: the others would wait for it
             check()
-        train(cfgs, dirs, lm=lm, check=check, resume=spec.resume, log=log, job=job, ranks=ranks)
+        train(cfgs, dirs, lm=lm, check=check, resume=spec.resume, log=log, job=job, ranks=ranks, spread=spec.spread)
     except Cancelled:
         from engine.train.loop import STOPPED_MESSAGE
 

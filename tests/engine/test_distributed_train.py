@@ -106,13 +106,13 @@ def test_a_kill_9_of_a_distributed_run_resumes_to_the_same_end(runs):
         assert [s["step"] for s in steps(killed / run)] == list(range(14))
 
 
-def test_ctrl_c_stops_every_rank_and_one_process_resumes_it(runs):
+def test_ctrl_c_stops_every_rank_and_one_process_resumes_it(runs, default_model):
     """ctrl+c to the launcher: the ranks agree to stop at one step, checkpointed; the
     run then resumes in a single process (the batch is global, so the rank count may change)."""
     root, config, _ = runs
     out = root / "stopped"
     proc = subprocess.Popen(distributed_cmd(config, out, "--distributed", "2"), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SAESCOPE_TEST_STEP_DELAY": "0.3"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "SAESCOPE_TEST_STEP_DELAY": "0.2"})
     try:
         deadline = time.time() + 120
         while not (out / "topk" / "checkpoint" / "position.json").exists():
@@ -128,11 +128,25 @@ def test_ctrl_c_stops_every_rank_and_one_process_resumes_it(runs):
     for run in ("topk", "relu"):
         assert json.loads((out / run / "state.json").read_text())["state"] == "stopped"
         assert not (out / run / "cfg.json").exists()
-    r = subprocess.run(distributed_cmd(config, out, "--resume"), cwd=REPO, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    cfgs = [TrainConfig.from_dict({k: v for k, v in r.items() if k != "out"}) for r in RUNS]
+    train(cfgs, [out / r["out"] for r in RUNS], lm=default_model, resume=True)  # this process, one rank
     for run in ("topk", "relu"):
         assert_close(weights(root / "two" / run), weights(out / run))
+
+
+def test_spread_runs_train_exactly_what_one_process_trains(runs):
+    """`--spread`: each rank trains its own SAE (topk on rank 0, relu on rank 1) on whole
+    batches from the shared, split model pass: the very same weights as one process."""
+    root, config, _ = runs
+    r = subprocess.run(distributed_cmd(config, root / "spread", "--distributed", "2", "--spread"), cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[rank 1] " + str(root / "spread" / "relu") in r.stderr  # rank 1 trained and evaluated relu
+    for run in ("topk", "relu"):
+        a, b = weights(root / "one" / run), weights(root / "spread" / run)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (run, k)
+        assert [s["step"] for s in steps(root / "spread" / run)] == list(range(14))
 
 
 def test_distributed_refuses_a_batch_that_does_not_split(tmp_path):
@@ -141,3 +155,7 @@ def test_distributed_refuses_a_batch_that_does_not_split(tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "must divide evenly over 2 ranks" in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+    r = subprocess.run(saescope_cmd("train", "--hook", HOOK, "--tokens", "8192", "--out", str(tmp_path / "y"),
+                                    "--distributed", "2", "--spread"), cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "needs at least 2 runs (got 1)" in r.stderr, r.stderr
