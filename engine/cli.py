@@ -225,21 +225,41 @@ def index(
     device: str = DeviceOpt,
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even if a current index exists."),
     as_json: bool = typer.Option(False, "--json", help="Progress as JSON lines on stderr, the result as one JSON object."),
+    distributed: int = typer.Option(0, "--distributed", help="Index on N ranks of this machine: the same command under torchrun, each rank a share of the windows, merged exactly."),
 ) -> None:
     """Build the feature index (top examples, histograms, densities) beside the SAE."""
     quiet_libraries()
+    import contextlib
     import time
 
     from engine.cli_progress import cli_job
+    from engine.distributed import check_world, rank_device, ranks, shutdown, strip_option, under_torchrun
     from engine.inspect import open_view
+    from engine.jobs import Job
+    from engine.models import pick_device
 
+    if distributed and not under_torchrun():  # under torchrun already: this process is one rank
+        from engine.index_distributed import relaunch
+
+        try:
+            check_world(distributed)
+        except UserError as e:
+            fail(str(e))
+        raise typer.Exit(relaunch(distributed, strip_option(sys.argv[1:], "--distributed")))
+    r = ranks()  # gloo: the one collective gathers CPU tensors, whatever the device
     try:
-        view = open_view(sae_dir, model, corpus, tokens, context=context, device=device)
+        view = open_view(sae_dir, model, corpus, tokens, context=context, device=rank_device(pick_device(device), r))
         t0 = time.time()
-        with cli_job(as_json, "index") as job:
-            idx = view.ensure_index(job=job, rebuild=rebuild)
+        with cli_job(as_json, "index") if r.is_main else contextlib.nullcontext(Job()) as job:
+            idx = view.ensure_index(job=job, rebuild=rebuild, ranks=r)
     except UserError as e:
-        fail(str(e))
+        if r.is_main:
+            fail(str(e))
+        raise typer.Exit(2)
+    finally:
+        shutdown()
+    if not r.is_main:
+        return  # only rank 0 prints (it holds the merged index)
     dt = time.time() - t0
     alive = int((idx.fire_count > 0).sum())
     if as_json:

@@ -20,6 +20,10 @@ into a dense [d_sae, d_sae] table (2 x 4 bytes per entry: 8 MB at 1024, 128 MB a
 d_sae) feeds a sparse table merged every `MERGE_EVERY` batches, whose memory is 16
 bytes per distinct co-firing pair: it never holds a dense d_sae x d_sae matrix (at
 16k features that would take 2 GiB).
+
+Ranks that index shares of a corpus (engine/index_distributed.py) each count their
+own tokens; `merge_cooccurrence` adds the finished tables: the counts are exactly a
+single pass's, the products equal to float rounding.
 """
 
 from __future__ import annotations
@@ -123,3 +127,26 @@ class CooccurrenceCounter:
         offsets[1:] = torch.bincount(i.cpu(), minlength=self.d_sae).cumsum(0)
         return {"cooc_offsets": offsets, "cooc_columns": j.cpu().int(), "cooc_counts": counts.cpu().int(),
                 "cooc_products": products.cpu().float(), "act_sq_sum": self.act_sq_sum.cpu()}
+
+
+def merge_cooccurrence(parts: list[dict[str, torch.Tensor]], d_sae: int) -> dict[str, torch.Tensor]:
+    """The `finish()` fields of one count over disjoint token sets (ranks' shares of an
+    index pass), from each set's own: pairs united, counts added exactly (int64),
+    products and `act_sq_sum` added in float64 (the sums of a single count, in another
+    order: equal to float rounding). Same layout: by row, then column."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    keys, counts, products = [], [], []
+    for part in parts:
+        rows = torch.repeat_interleave(torch.arange(d_sae), part["cooc_offsets"].diff())
+        keys.append(rows * d_sae + part["cooc_columns"].long())
+        counts.append(part["cooc_counts"].long())
+        products.append(part["cooc_products"].double())
+    pairs, inverse = torch.unique(torch.cat(keys), sorted=True, return_inverse=True)
+    count = torch.zeros(len(pairs), dtype=torch.long).index_add_(0, inverse, torch.cat(counts))
+    product = torch.zeros(len(pairs), dtype=torch.float64).index_add_(0, inverse, torch.cat(products))
+    i = pairs // d_sae
+    offsets = torch.zeros(d_sae + 1, dtype=torch.long)
+    offsets[1:] = torch.bincount(i, minlength=d_sae).cumsum(0)
+    return {"cooc_offsets": offsets, "cooc_columns": (pairs % d_sae).int(), "cooc_counts": count.int(),
+            "cooc_products": product.float(), "act_sq_sum": sum(p["act_sq_sum"] for p in parts)}

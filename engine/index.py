@@ -15,6 +15,13 @@ Notes
   feature fires gets a random key, and the k smallest keys are kept. That is a
   uniform sample without replacement over the firing windows, merged batch by
   batch with the same tensor ops as the top-k.
+- Both lists select by int64 keys that no two windows share: the top list's is the
+  window maximum's float32 bits (monotonic for positive floats) then the window id
+  (the earlier window first on equal maxima: duplicated text ties exactly); the
+  sample's is a hash of (seed, window, feature), then the window id. So a list's
+  content and order are one function of the windows, whatever the batches or the
+  order they are merged in: ranks that index shares of the corpus and merge their
+  lists (engine/index_distributed.py) get exactly a single pass's lists.
 - Histograms use fixed log10 bins from 1e-3 to 1e3, so batches merge by addition.
 - The context of an example (`CONTEXT_BEFORE` tokens before its maximum, `CONTEXT_AFTER`
   after) is cut from the batch's activations when the example enters a list, so a
@@ -45,7 +52,8 @@ from typing import Callable
 import torch
 
 from engine.atomic import atomic_write_text
-from engine.cooccur import COOCCURRENCE_DEFINITION, COOCCURRENCE_VERSION, CooccurrenceCounter
+from engine.cooccur import (COOCCURRENCE_DEFINITION, COOCCURRENCE_VERSION, CooccurrenceCounter,
+                            merge_cooccurrence)
 from engine.errors import UserError
 from engine.jobs import Job, as_job
 
@@ -134,25 +142,69 @@ def index_paths(sae_dir: Path, corpus_name: str) -> tuple[Path, Path]:
 
 
 BATCH_TOKENS = 4096  # [BATCH_TOKENS, d_sae] activations at a time
+MAX_WINDOWS = (1 << 31) - 1  # window ids fill the low 31 bits of a list's keys
+NO_TOP, NO_SAMPLE = -1, torch.iinfo(torch.int64).max  # keys of "not fired" (every real key lies between)
+
+
+def default_batch(n_ctx: int) -> int:
+    """Windows per model pass: about `BATCH_TOKENS` tokens."""
+    return max(1, BATCH_TOKENS // n_ctx)
+
+
+def top_keys(win_max: torch.Tensor, win_ids: torch.Tensor) -> torch.Tensor:
+    """[b, S] int64 keys of the top list, largest first: the float32 bits of the window
+    maximum (positive floats order as their bits), then the earlier window;
+    `NO_TOP` where the feature did not fire."""
+    bits = win_max.float().contiguous().view(torch.int32).long()
+    keys = (bits << 31) | (MAX_WINDOWS - win_ids)
+    return torch.where(win_max > 0, keys, NO_TOP)
+
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for int64 x in [0, 2^32), in halves so no product overflows int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finalizer: every input bit moves every output bit."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def sample_keys(win_max: torch.Tensor, win_ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """[b, S] int64 keys of the random sample, smallest kept: a 32-bit hash of (seed,
+    window, feature), then the window; `NO_SAMPLE` where the feature did not fire.
+    A pure function of the window and feature (not of a generator's position), so
+    any split of the windows gives every pair the same key."""
+    feats = torch.arange(win_max.shape[1], device=win_max.device)
+    h = _fmix32((win_ids + ((seed & _M32) * 0x9E3779B9 & _M32)) & _M32)
+    h = _fmix32((h + _mul32(feats, 0x7FEB352D)) & _M32)
+    return torch.where(win_max > 0, (h << 31) | win_ids, NO_SAMPLE)
 
 
 class _Merger:
-    """Keeps the k largest `(key, value, window, position)` per feature, merging batches,
-    with the feature's activations around that position (its context)."""
+    """Keeps the k largest (or smallest) `key` per feature with its `(value, window,
+    position)`, merging batches, with the feature's activations around that position
+    (its context). Keys are unique per (window, feature) (`top_keys`, `sample_keys`),
+    so the kept set and its order depend on nothing but the candidates."""
 
     def __init__(self, d_sae: int, k: int, largest: bool, device):
-        fill = -torch.inf if largest else torch.inf
-        self.largest = largest
-        self.keys = torch.full((d_sae, k), fill, device=device)
+        self.largest, self.empty = largest, NO_TOP if largest else NO_SAMPLE
+        self.keys = torch.full((d_sae, k), self.empty, dtype=torch.long, device=device)
         self.values = torch.zeros(d_sae, k, device=device)
         self.windows = torch.full((d_sae, k), -1, dtype=torch.long, device=device)
         self.positions = torch.zeros(d_sae, k, dtype=torch.long, device=device)
         self.contexts = torch.zeros(d_sae, k, CONTEXT, device=device)
 
-    def merge(self, keys, values, windows, positions, acts) -> None:
-        """`keys`..`positions`: [S, b], column i for the batch's window i; `acts`: the
-        batch's activations [b, t, S] (BOS left out), to cut the context of each
-        candidate that enters the list (only those: most never do)."""
+    def _select(self, keys, values, windows, positions) -> torch.Tensor:
+        """Keep the best k of the list and the candidates; the selection [S, k] over the
+        concatenation (`>= k`: a candidate)."""
         k = self.keys.shape[1]
         all_keys = torch.cat([self.keys, keys], 1)
         sel = all_keys.topk(k, dim=1, largest=self.largest).indices
@@ -160,14 +212,35 @@ class _Merger:
         self.values = torch.cat([self.values, values], 1).gather(1, sel)
         self.windows = torch.cat([self.windows, windows], 1).gather(1, sel)
         self.positions = torch.cat([self.positions, positions], 1).gather(1, sel)
+        return sel
+
+    def merge(self, keys, values, windows, positions, acts) -> None:
+        """`keys`..`positions`: [S, b], column i for the batch's window i; `acts`: the
+        batch's activations [b, t, S] (BOS left out), to cut the context of each
+        candidate that enters the list (only those: most never do)."""
+        k = self.keys.shape[1]
+        sel = self._select(keys, values, windows, positions)
         contexts = self.contexts.gather(1, sel.clamp_max(k - 1).unsqueeze(-1).expand(-1, -1, CONTEXT))
         feats, slots = (sel >= k).nonzero(as_tuple=True)
         contexts[feats, slots] = _cut(acts, sel[feats, slots] - k, self.positions[feats, slots], feats)
         self.contexts = contexts
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The list as plain CPU tensors (what a rank sends to be merged)."""
+        return {name: getattr(self, name).cpu() for name in ("keys", "values", "windows", "positions", "contexts")}
+
+    def absorb(self, state: dict[str, torch.Tensor]) -> None:
+        """Merge another list (`state()` of a merger over other windows), contexts and all."""
+        state = {name: t.to(self.keys.device) for name, t in state.items()}
+        sel = self._select(state["keys"], state["values"], state["windows"], state["positions"])
+        contexts = torch.cat([self.contexts, state["contexts"]], 1)
+        self.contexts = contexts.gather(1, sel.unsqueeze(-1).expand(-1, -1, CONTEXT))
+
     def finish(self):
-        empty = ~torch.isfinite(self.keys)
-        self.windows[empty], self.values[empty], self.contexts[empty] = -1, 0.0, 0.0
+        # empty slots hold whichever "not fired" candidates the selection picked: all
+        # cleared, positions too, so they do not depend on which those were
+        empty = self.keys == self.empty
+        self.windows[empty], self.values[empty], self.contexts[empty], self.positions[empty] = -1, 0.0, 0.0, 0
         return self.values.cpu(), self.windows.cpu(), self.positions.cpu(), self.contexts.cpu()
 
 
@@ -237,24 +310,33 @@ def _weight_tables(model, sae, hook: str, job: Job) -> dict[str, torch.Tensor]:
     return {name: torch.cat(ts) for name, ts in parts.items()}
 
 
-@torch.no_grad()
-def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: int = 20, samples: int = 20,
-                batch: int | None = None, seed: int = 0, job: Job | None = None,
-                progress: Callable[[float], None] | None = None,
-                check: Callable[[], None] | None = None) -> FeatureIndex:
-    """One pass over `windows` ([N, n_ctx], BOS first; the BOS position is skipped).
+@dataclass
+class IndexPartial:
+    """The pass's state over some of the windows, before the weight tables: what a
+    rank sends to rank 0, and what `merge_partials` combines."""
+    windows: int  # windows indexed
+    top: dict  # `_Merger.state()` of the top list
+    sample: dict  # and of the random sample
+    hist: torch.Tensor  # [S * HIST_BINS] int64
+    fire_count: torch.Tensor  # [S] int64
+    act_sum: torch.Tensor  # [S] float64
+    max_act: torch.Tensor  # [S] float32
+    cooccurrence: dict  # `CooccurrenceCounter.finish()`
 
-    Accumulators live on the model's device; `batch` windows (default: about
-    `BATCH_TOKENS` tokens, so memory does not grow with the window) go through the
-    model at a time. `job` is checked before every block of every batch and gets
-    progress after every batch (`progress`/`check`: the older callables, folded in)."""
+
+@torch.no_grad()
+def index_pass(lm, sae, hook: str, windows: torch.Tensor, k: int = 20, samples: int = 20,
+               batch: int | None = None, seed: int = 0, job: Job | None = None,
+               share: tuple[int, int] | None = None, message: str | None = None) -> IndexPartial:
+    """The model + SAE pass over `windows[lo:hi]` (`share`, default all of them), whose
+    ids stay the global ones: `batch` windows at a time from `lo`, progress over the share."""
     from engine.saes import encoder_input
 
-    job = as_job(job, check=check, progress=progress)
-
-    if len(windows) == 0:
-        raise UserError("the corpus is empty: nothing to index")
-    batch = batch or max(1, BATCH_TOKENS // windows.shape[1])
+    job = as_job(job)
+    batch = batch or default_batch(windows.shape[1])
+    lo, hi = share or (0, len(windows))
+    if len(windows) > MAX_WINDOWS:
+        raise UserError(f"{len(windows):,} windows: at most {MAX_WINDOWS:,} can be indexed at once")
     d_sae, dev = sae.cfg.d_sae, lm.device
     top, sample = _Merger(d_sae, k, largest=True, device=dev), _Merger(d_sae, samples, largest=False, device=dev)
     cooccurrence = CooccurrenceCounter(d_sae, dev)
@@ -262,14 +344,12 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
     fire_count = torch.zeros(d_sae, dtype=torch.long, device=dev)
     act_sum = torch.zeros(d_sae, dtype=torch.float64, device=dev)
     max_act = torch.zeros(d_sae, device=dev)
-    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same sample on every device
     stop = _stop_layer(hook)
-    n_tokens = int(len(windows) * (windows.shape[1] - 1))
-    message = f"indexing {n_tokens:,} tokens"
-    job.progress(0.0, message, step=0, total=len(windows))
-    for start in range(0, len(windows), batch):
+    message = message or f"indexing {(hi - lo) * (windows.shape[1] - 1):,} tokens"
+    job.progress(0.0, message, step=0, total=hi - lo)
+    for start in range(lo, hi, batch):
         job.check()
-        tokens = windows[start:start + batch].to(dev)
+        tokens = windows[start:min(start + batch, hi)].to(dev)
         _, cache = lm.run_with_cache(tokens, names_filter=[hook], stop_at_layer=stop, job=job)
         x = cache[hook][:, 1:].float()
         b, t = x.shape[:2]
@@ -277,10 +357,8 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         job.check()  # the merges below take as long as the pass itself
         win_max, win_pos = acts.max(1)  # [b, S]
         win_ids = torch.arange(start, start + b, device=dev).unsqueeze(1).expand(b, d_sae)
-        fired = win_max > 0
-        top.merge(torch.where(fired, win_max, -torch.inf).T, win_max.T, win_ids.T, (win_pos + 1).T, acts)
-        keys = torch.where(fired, torch.rand(b, d_sae, generator=gen).to(dev), torch.inf)
-        sample.merge(keys.T, win_max.T, win_ids.T, (win_pos + 1).T, acts)
+        top.merge(top_keys(win_max, win_ids).T, win_max.T, win_ids.T, (win_pos + 1).T, acts)
+        sample.merge(sample_keys(win_max, win_ids, seed).T, win_max.T, win_ids.T, (win_pos + 1).T, acts)
         flat = acts.reshape(b * t, d_sae)
         nz = flat > 0
         fire_count += nz.sum(0)
@@ -292,18 +370,71 @@ def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: in
         bins = bins.floor().long().clamp(0, HIST_BINS - 1)
         hist.index_add_(0, feats * HIST_BINS + bins, torch.ones_like(bins))
         cooccurrence.add(rows, feats, vals, b * t)
-        job.progress(min(1.0, (start + b) / len(windows)), message, step=start + b, total=len(windows))
-    top_v, top_w, top_p, top_c = top.finish()
-    # the sample shows windows beyond the top list
-    s_v, s_w, s_p, s_c = sample.finish()
+        job.progress(min(1.0, (start + b - lo) / max(1, hi - lo)), message, step=start + b - lo, total=hi - lo)
+    return IndexPartial(hi - lo, top.state(), sample.state(), hist.cpu(), fire_count.cpu(), act_sum.cpu(),
+                        max_act.cpu(), cooccurrence.finish())
+
+
+def merge_partials(parts: list[IndexPartial]) -> IndexPartial:
+    """The state of one pass over all the parts' windows (disjoint shares): the lists by
+    the selection the pass itself makes (exact: keys are unique), counts and
+    histograms added (exact), maxima by max (exact), float sums added (the pass's own
+    sums, in another order: equal to float rounding)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first = parts[0]
+    d_sae, k, q = first.top["keys"].shape[0], first.top["keys"].shape[1], first.sample["keys"].shape[1]
+    top, sample = _Merger(d_sae, k, largest=True, device="cpu"), _Merger(d_sae, q, largest=False, device="cpu")
+    for part in parts:
+        top.absorb(part.top)
+        sample.absorb(part.sample)
+    return IndexPartial(
+        sum(p.windows for p in parts), top.state(), sample.state(),
+        sum(p.hist for p in parts), sum(p.fire_count for p in parts), sum(p.act_sum for p in parts),
+        torch.stack([p.max_act for p in parts]).max(0).values,
+        merge_cooccurrence([p.cooccurrence for p in parts], d_sae))
+
+
+def finish_index(part: IndexPartial, lm, sae, hook: str, windows: torch.Tensor, identity: dict,
+                 job: Job | None = None) -> FeatureIndex:
+    """The `FeatureIndex` of a pass over all of `windows` (`part`), with the weight tables."""
+    job = as_job(job)
+    if part.windows != len(windows):
+        raise ValueError(f"the pass covered {part.windows} of {len(windows)} windows")
+    d_sae, k, samples = part.top["keys"].shape[0], part.top["keys"].shape[1], part.sample["keys"].shape[1]
+    lists = []
+    for state, largest in ((part.top, True), (part.sample, False)):
+        merger = _Merger(d_sae, state["keys"].shape[1], largest, device="cpu")
+        merger.absorb(state)  # into an empty list: the same list, in order
+        lists.append(merger.finish())
+    (top_v, top_w, top_p, top_c), (s_v, s_w, s_p, s_c) = lists
     meta = {"version": INDEX_VERSION, "k": k, "samples": samples, "windows": len(windows),
             "n_ctx": int(windows.shape[1]), "tokens": int(len(windows) * (windows.shape[1] - 1)),
             "d_sae": d_sae, "hook": hook, "hist_edges": hist_edges(), "context": [CONTEXT_BEFORE, CONTEXT_AFTER],
             "cooccurrence": {"version": COOCCURRENCE_VERSION, "definition": COOCCURRENCE_DEFINITION},
             **identity}
-    return FeatureIndex(meta, top_v, top_w, top_p, s_v, s_w, s_p, hist.view(d_sae, HIST_BINS).cpu(),
-                        fire_count.cpu(), act_sum.cpu(), max_act.cpu(), *_sparse(torch.cat([top_c, s_c], 1)),
-                        **_weight_tables(lm.model, sae, hook, job), **cooccurrence.finish())
+    return FeatureIndex(meta, top_v, top_w, top_p, s_v, s_w, s_p, part.hist.view(d_sae, HIST_BINS),
+                        part.fire_count, part.act_sum, part.max_act, *_sparse(torch.cat([top_c, s_c], 1)),
+                        **_weight_tables(lm.model, sae, hook, job), **part.cooccurrence)
+
+
+@torch.no_grad()
+def build_index(lm, sae, hook: str, windows: torch.Tensor, identity: dict, k: int = 20, samples: int = 20,
+                batch: int | None = None, seed: int = 0, job: Job | None = None,
+                progress: Callable[[float], None] | None = None,
+                check: Callable[[], None] | None = None) -> FeatureIndex:
+    """One pass over `windows` ([N, n_ctx], BOS first; the BOS position is skipped).
+
+    Accumulators live on the model's device; `batch` windows (default: about
+    `BATCH_TOKENS` tokens, so memory does not grow with the window) go through the
+    model at a time. `job` is checked before every block of every batch and gets
+    progress after every batch (`progress`/`check`: the older callables, folded in).
+    Several ranks, each over a share: engine/index_distributed.py."""
+    job = as_job(job, check=check, progress=progress)
+    if len(windows) == 0:
+        raise UserError("the corpus is empty: nothing to index")
+    part = index_pass(lm, sae, hook, windows, k=k, samples=samples, batch=batch, seed=seed, job=job)
+    return finish_index(part, lm, sae, hook, windows, identity, job)
 
 
 def _stop_layer(hook: str) -> int | None:

@@ -73,12 +73,24 @@ class SaeView:
     # ---- the index -------------------------------------------------------------
     def ensure_index(self, progress: Callable[[float], None] | None = None,
                      check: Callable[[], None] | None = None, rebuild: bool = False,
-                     job=None) -> FeatureIndex:
+                     job=None, ranks=None) -> FeatureIndex | None:
         """The index, built (and saved, atomically and only when complete) if missing.
-        `job` (an `engine.jobs.Job`) can cancel the build; nothing is written then."""
+        `job` (an `engine.jobs.Job`) can cancel the build; nothing is written then.
+        `ranks` (engine.distributed's `Ranks`, every rank calling this): each rank
+        indexes a share, rank 0 merges, saves and returns the index; the others, when
+        they built, return None (engine/index_distributed.py)."""
         if self.index is None or rebuild:
-            index = build_index(self.lm, self.sae, self.hook, self.windows, self.identity,
-                                job=job, progress=progress, check=check)
+            if ranks is not None and ranks.distributed:
+                from engine.index_distributed import build_index_distributed
+                from engine.jobs import as_job
+
+                index = build_index_distributed(self.lm, self.sae, self.hook, self.windows, self.identity, ranks,
+                                                job=as_job(job, check=check, progress=progress))
+                if index is None:
+                    return None
+            else:
+                index = build_index(self.lm, self.sae, self.hook, self.windows, self.identity,
+                                    job=job, progress=progress, check=check)
             save_index(index, self.dir, self.corpus.name)
             self.index, self._descriptions = index, {}
         return self.index
