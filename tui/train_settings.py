@@ -8,6 +8,10 @@ Notes
 - The form's fields, types and defaults come from `engine.protocol.TrainSettings`,
   which the engine's `TrainConfig` is built on; an empty field is left out of the
   request, so the engine's own default applies.
+- `ranks` is no run setting but `train.start`'s own (`TrainStartParams.ranks`): how
+  many data-parallel processes train the job on the engine's machine. The batch
+  size is the global batch, split over them, so it must divide evenly; a resume
+  may use another count (the run's config does not depend on it).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 
 import msgspec
 
-from engine.protocol import TrainSettings
+from engine.protocol import TrainSettings, TrainStartParams
 from tui.training import HOOK_FIELD, tokens_label
 
 # The form's numeric fields and their types come from the engine's `TrainSettings`.
@@ -25,11 +29,18 @@ _FIELDS = {f.name: f for f in msgspec.structs.fields(TrainSettings)}
 INT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is int)
 FLOAT_FIELDS = tuple(n for n, f in _FIELDS.items() if f.type is float)
 AUTOMATIC_ZERO = ("context", "snapshot_every")  # 0 means "the engine chooses": shown empty
+BATCH_FIELD = "batch_size"
+RANKS_FIELD = "ranks"  # `train.start`'s, not a run's: the data-parallel processes of the job
+DEFAULT_RANKS = next(f.default for f in msgspec.structs.fields(TrainStartParams) if f.name == RANKS_FIELD)
+MAX_RANKS = 64  # the engine's limit (`engine.distributed.MAX_RANKS`, which the app does not import)
 
 
 def form_default(name: str) -> str:
     """What a form field starts with: `TrainSettings`'s default, as text (`2M` for tokens;
-    empty where the default means "automatic": context 0, snapshot_every 0)."""
+    empty where the default means "automatic": context 0, snapshot_every 0; `ranks`:
+    `TrainStartParams`'s)."""
+    if name == RANKS_FIELD:
+        return str(DEFAULT_RANKS)
     f = _FIELDS[name]
     value = f.default
     if value is msgspec.NODEFAULT or (name in AUTOMATIC_ZERO and value == 0):
@@ -84,6 +95,24 @@ def parse_settings(values: dict[str, str]) -> dict:
         else:
             out[name] = text.strip()
     return out
+
+
+def parse_ranks(text: str) -> int:
+    """The form's ranks: a whole number from 1 to `MAX_RANKS`; empty is the engine's default (1)."""
+    if not text.strip():
+        return DEFAULT_RANKS
+    n = parse_int(RANKS_FIELD, text)
+    if not 1 <= n <= MAX_RANKS:
+        raise FormError(f"{RANKS_FIELD}: {text.strip()!r} is not a whole number from 1 to {MAX_RANKS}")
+    return n
+
+
+def check_ranks(settings: dict, ranks: int) -> None:
+    """The batch size (the global batch; the engine's default when left out) must divide
+    evenly over the ranks: the engine says the same, this says it before asking."""
+    batch = settings.get(BATCH_FIELD, _FIELDS[BATCH_FIELD].default)
+    if batch % ranks:
+        raise FormError(f"{RANKS_FIELD}: the batch size ({batch}) must divide evenly over {ranks} ranks")
 
 
 def hook_short(hook: str) -> str:

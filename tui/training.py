@@ -219,6 +219,8 @@ class Job:
     stopping: bool = False
     """Asked to stop (s, ctrl+g, the quit dialog): the engine checkpoints it and stops it."""
     engine_job: str = ""
+    ranks: int = 1
+    """Data-parallel processes training it on the engine's machine (`train.start`'s `ranks`)."""
 
 
 class RunBook:
@@ -262,9 +264,9 @@ class RunBook:
                 out.append(run.job)
         return out
 
-    def start(self, runs: list[dict], resume: bool = False) -> Job:
+    def start(self, runs: list[dict], resume: bool = False, ranks: int = 1) -> Job:
         """A job for these `train.start` runs (each with its `out`), before it is sent."""
-        job = Job([], resume)
+        job = Job([], resume, ranks=ranks)
         for spec in runs:
             known = self.runs.get(spec[OUT])
             run = self._run(spec[OUT], known.config if known is not None and HOOK_FIELD not in spec
@@ -330,7 +332,7 @@ class RunBook:
 
     def followed(self, info: TrainJobInfo) -> Job:
         """A job the engine is training (found by `train.list`), about to be followed."""
-        job = Job([], info.resume, engine_job=info.job)
+        job = Job([], info.resume, engine_job=info.job, ranks=info.ranks)
         for summary in info.runs:
             run = self._run(self.key_of(summary), summary.config)
             run.state, run.error, run.job, run.engine_job = "starting", "", job, info.job

@@ -5,7 +5,9 @@ What is checked: bad form values and refused starts leave the runs as they were 
 say the whole error; stop and resume speak of "stopped" only; a folder of side-by-side
 runs reopens as one comparison; a lost engine leaves a run `unfollowed`; a new
 connection follows the live jobs and reads back the ended ones; feature emergence is
-asked per snapshot, one request a run, and cancelled when nobody needs it.
+asked per snapshot, one request a run, and cancelled when nobody needs it; the form's
+ranks go with a start or a resume (left out at one), bad ones refused before asking,
+and a followed job keeps the engine's count.
 """
 
 from __future__ import annotations
@@ -322,6 +324,92 @@ def test_emergence_is_asked_per_snapshot_one_request_a_run_and_cancelled_when_no
         asked[5][1].set_result(emergence("pair/topk", [0.0, 0.5, 1.0], "final"))
         await settle()
         assert topk.emergence.reference == "final" and len(asked) == 6 and not c.emerging
+        c.close()
+        await settle()
+
+    asyncio.run(main())
+
+
+
+def test_ranks_go_with_the_job_on_start_resume_and_follow():
+    starts: list[dict] = []
+    stopped = asyncio.Event()
+
+    async def start(params, on_event):
+        starts.append(params)
+        on_event(metrics(0, 0))
+        await stopped.wait()
+        raise JobCancelled("cancelled")
+
+    async def stop(params, on_event):
+        stopped.set()
+        return TrainStopping(job="j1", state="running")
+
+    settings = TrainSettings(hook="h", tokens=1024, batch_size=256)
+    live = TrainJobInfo("j-live", RunState("running"), 0.0, False,
+                        [RunSummary("runs/a", "/abs/runs/a", settings, RunState("running"))], ranks=2)
+
+    async def listing(params, on_event):
+        return TrainJobs(jobs=[live])
+
+    async def follow(params, on_event):
+        on_event(metrics(0, 0))
+        await asyncio.Event().wait()
+
+    async def stop_it(c: TrainingController, out: str) -> None:
+        c.toggle(out)
+        await settle()
+        assert c.book.get(out).state == "stopped"
+        stopped.clear()
+
+    async def main():
+        link = FakeLink(**{"train.start": start, "train.stop": stop, "train.list": listing, "train.follow": follow})
+        c, posted = controller(link)
+        # One rank (and an empty field): `ranks` left out (an older engine takes it as it was).
+        for text, out in (("1", "one"), ("", "empty")):
+            c.submit({**TINY, "ranks": text}, ["topk"], out)
+            await settle()
+            assert starts[-1] == {"runs": [{**TINY, "d_sae": 32, "k": 4, "tokens": 2048, "batch_size": 256,
+                                            "arch": "topk", "out": out}], "resume": False}
+            assert c.note[0].startswith(f"training {out}: s stops")
+            await stop_it(c, out)
+        # Refused before asking: the batch does not split, or the count is out of range.
+        for text, why in (("3", "ranks: the batch size (256) must divide evenly over 3 ranks"),
+                          ("0", "ranks: '0' is not a whole number from 1 to 64"),
+                          ("65", "ranks: '65' is not a whole number from 1 to 64"),
+                          ("abc", "ranks: 'abc' is not a whole number")):
+            assert c.submit({**TINY, "ranks": text}, ["topk"], "two") is None
+            assert c.note == (why, True)
+        assert len(starts) == 2 and c.book.get("two") is None
+
+        job = c.submit({**TINY, "ranks": "2"}, ["topk"], "two")
+        assert job.ranks == 2 and c.note == ("starting two on 2 ranks…", False)
+        await settle()
+        assert starts[-1]["ranks"] == 2 and "ranks" not in starts[-1]["runs"][0]
+        assert c.note[0] == "training two on 2 ranks: s stops · e emergence · f firing density"
+        await stop_it(c, "two")
+
+        # A resume takes the form's ranks, whatever the job ran on before.
+        c.toggle("two", "3")
+        refused = "ranks: the batch size (256) must divide evenly over 3 ranks (a resume uses the form's ranks)"
+        assert c.note == (refused, True)
+        assert c.book.get("two").state == "stopped" and len(starts) == 3
+        c.toggle("two", "4")
+        await settle()
+        assert starts[-1] == {"runs": [{"out": "two"}], "resume": True, "ranks": 4}
+        assert c.book.get("two").job.ranks == 4 and "resuming two on 4 ranks…" in notes(posted)
+        await stop_it(c, "two")
+        c.toggle("two", "")  # empty: one rank, left out
+        await settle()
+        assert starts[-1] == {"runs": [{"out": "two"}], "resume": True} and c.book.get("two").job.ranks == 1
+
+        # A job found at connection keeps the engine's count.
+        c.reconnected()
+        await settle()
+        a = c.book.get("/abs/runs/a")
+        assert a.job.ranks == 2 and a.state == "running"
+        assert "following 1 training job that kept running: a on 2 ranks" in notes(posted)
+        assert c.note[0] == "training a on 2 ranks: s stops · e emergence · f firing density"
         c.close()
         await settle()
 

@@ -40,9 +40,10 @@ def test_two_runs_from_the_training_pane_in_tmux(tmux, tmp_path):  # noqa: F811 
     keys(tmux, "Enter")
     screen = tmux.wait_for("eval tok", 10)
     assert "blocks.0.hook_mlp_out" in screen and "batchtopk" in screen
-    # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens; each field starts selected.
-    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "20k", "Tab", "256", "Tab", "Tab", "512", pause=0.3)
-    keys(tmux, *["BTab"] * 12, "Space")  # back to the first architecture, relu: tick it (topk already is)
+    # d_sae, k, (l1, seed, ctx), tokens, batch, (ranks, ckpt), eval tokens; each field starts selected.
+    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "20k", "Tab", "256", "Tab", "Tab", "Tab", "512",
+         pause=0.3)
+    keys(tmux, *["BTab"] * 13, "Space")  # back to the first architecture, relu: tick it (topk already is)
     keys(tmux, *["Tab"] * 4, "Enter")  # to d_sae, and start
 
     def run_rows(screen: str) -> list[str]:
@@ -112,9 +113,9 @@ def test_a_run_outlives_the_app_and_its_engine_in_tmux(tmux, tmp_path):  # noqa:
     keys(tmux, "Start training", pause=1.0)
     keys(tmux, "Enter")
     tmux.wait_for("eval tok", 10)
-    # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens; then start
-    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "80k", "Tab", "256", "Tab", "Tab", "512", "Enter",
-         pause=0.3)
+    # d_sae, k, (l1, seed, ctx), tokens, batch, (ranks, ckpt), eval tokens; then start
+    keys(tmux, "32", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "80k", "Tab", "256", "Tab", "Tab", "Tab", "512",
+         "Enter", pause=0.3)
     name = "topk-b0-mlp_out-1"
     folder = tmp_path / "runs" / name
     deadline = time.monotonic() + 2 * TRAIN_TIMEOUT
@@ -206,10 +207,10 @@ def test_emergence_grows_and_a_finished_runs_feature_map_in_tmux(tmux, tmp_path)
     keys(tmux, "Start training", pause=1.0)
     keys(tmux, "Enter")
     tmux.wait_for("snap every", 10)
-    # d_sae, k, (l1, seed, ctx), tokens, batch, (ckpt), eval tokens, (out), snap every
-    keys(tmux, "64", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "10240", "Tab", "256", "Tab", "Tab", "512",
+    # d_sae, k, (l1, seed, ctx), tokens, batch, (ranks, ckpt), eval tokens, (out), snap every
+    keys(tmux, "64", "Tab", "4", "Tab", "Tab", "Tab", "Tab", "10240", "Tab", "256", "Tab", "Tab", "Tab", "512",
          "Tab", "Tab", "2", pause=0.3)
-    keys(tmux, *["BTab"] * 14, "Space")  # back to the first architecture, relu: tick it (topk already is)
+    keys(tmux, *["BTab"] * 15, "Space")  # back to the first architecture, relu: tick it (topk already is)
     keys(tmux, *["Tab"] * 4, "Enter")  # to d_sae, and start
     tmux.wait_for("relu-b0-mlp_out-1", 10)
     keys(tmux, "e")

@@ -31,6 +31,11 @@ Notes
   (`train.follow`: their curves so far, then live) and reads back the ended ones.
   Stopping is `train.stop`; the request that follows the job then replies
   `cancelled`, whoever asked for the stop.
+- Ranks (data-parallel processes on the engine's machine) belong to a job, not to
+  its runs: a start sends the form's, and so does a resume (`s`), whatever the job
+  ran on before. `ranks` is left out of `train.start` at one. The message line
+  says "on N ranks" for a job of more than one (the table's columns are full at
+  80 columns).
 - Reopening asks `train.scan` first: a run folder is one run; a folder of runs
   trained side by side (`<out>/<arch>`) opens all of them as one comparison:
   only their curves drawn, the compare view shown.
@@ -58,7 +63,8 @@ from textual.message import Message
 
 from tui.client import EngineError, EngineGone, JobCancelled
 from tui.link import EngineLink
-from tui.train_settings import FormError, parse_settings, plan
+from tui.train_settings import (BATCH_FIELD, RANKS_FIELD, FormError, check_ranks, parse_ranks, parse_settings,
+                                 plan)
 from tui.training import MODEL, OUT, Job, Run, RunBook
 
 IDLE_HINT = "n starts a run · o reopens a run folder"
@@ -88,6 +94,11 @@ class RunsToShow(Message):
 
 def _names(runs: list[Run]) -> str:
     return ", ".join(r.name for r in runs)
+
+
+def _job(job: Job) -> str:
+    """The job's runs for the message line, with its ranks when more than one."""
+    return _names(job.runs) + (f" on {job.ranks} ranks" if job.ranks > 1 else "")
 
 
 def _how(run: Run) -> str:
@@ -142,20 +153,26 @@ class TrainingController:
     # ---- starting -----------------------------------------------------------------
     def submit(self, values: dict[str, str], archs: list[str], out: str) -> Job | None:
         """The form's text: check it, name the folders, start; None (with an error note) when refused."""
+        values = dict(values)
+        ranks_text = values.pop(RANKS_FIELD, "")
         try:
-            specs = plan(parse_settings(values), archs, out, self._folder_taken)
+            settings = parse_settings(values)
+            ranks = parse_ranks(ranks_text)
+            check_ranks(settings, ranks)
+            specs = plan(settings, archs, out, self._folder_taken)
         except FormError as e:
             self.say(str(e), error=True)
             return None
-        return self.start(specs)
+        return self.start(specs, ranks=ranks)
 
     def _folder_taken(self, folder: str) -> bool:
         # Local check only: a remote engine's folders cannot be seen from here, and then
         # the engine's "already holds a run" error says so.
         return folder in self.book.runs or Path(folder).exists()
 
-    def start(self, specs: list[dict], resume: bool = False) -> Job | None:
-        """Send one `train.start` for these runs (`TrainSettings` fields plus `out` each)."""
+    def start(self, specs: list[dict], resume: bool = False, ranks: int = 1) -> Job | None:
+        """Send one `train.start` for these runs (`TrainSettings` fields plus `out` each),
+        trained on `ranks` data-parallel processes."""
         outs = [s[OUT] for s in specs]
         if busy := self.book.busy(outs):
             self.say(f"{busy[0]} is already training", error=True)
@@ -166,11 +183,14 @@ class TrainingController:
             then = "s resumes it, or choose another out folder" if run.resumable else "choose another out folder"
             self.say(f"{run.out} already holds a run (in the table, {run.state}): {then}", error=True)
             return None
-        job = self.book.start(specs, resume)
+        job = self.book.start(specs, resume, ranks)
         self.sync_emergence()  # a run started over in a known folder: its old request is stale
-        self.say(f"{'resuming' if resume else 'starting'} {_names(job.runs)}…")
+        self.say(f"{'resuming' if resume else 'starting'} {_job(job)}…")
         model = specs[0].get(MODEL)
-        self._spawn(self._run_job(job, "train.start", {"runs": specs, "resume": resume},
+        params: dict = {"runs": specs, "resume": resume}
+        if ranks != 1:  # left out at one: an engine from before `ranks` takes it as it was
+            params[RANKS_FIELD] = ranks
+        self._spawn(self._run_job(job, "train.start", params,
                                   needs_model=model in (None, self.link.model_spec)))
         return job
 
@@ -178,7 +198,7 @@ class TrainingController:
         def on_event(event) -> None:
             if event.kind == "metrics":
                 if self.book.metrics(job, event.data) and all(r.state == "running" for r in job.runs):
-                    self.say(f"training {_names(job.runs)}: s stops · e emergence · f firing density")
+                    self.say(f"training {_job(job)}: s stops · e emergence · f firing density")
                 if event.data.record.kind == "snapshot":
                     self.sync_emergence()
             elif event.kind == "log" and event.data.message:
@@ -195,7 +215,7 @@ class TrainingController:
     async def _run_job(self, job: Job, method: str, params: dict, needs_model: bool = False) -> None:
         """Run the request that trains (`train.start`) or follows (`train.follow`) `job`
         to its end, and record how it ended."""
-        who = _names(job.runs)
+        who = _job(job)
         try:
             result = await self.link.run(method, params, needs_model=needs_model,
                                          on_event=self._on_event(job), on_start=self._on_start(job))
@@ -231,15 +251,16 @@ class TrainingController:
         self.say(str(e), error=True)
 
     # ---- stopping and resuming ----------------------------------------------------
-    def toggle(self, out: str | None) -> None:
-        """The `s` key: stop the run's job when it trains, resume it when it is stopped."""
+    def toggle(self, out: str | None, ranks: str = "") -> None:
+        """The `s` key: stop the run's job when it trains, resume it (on `ranks`, the
+        form's text) when it is stopped."""
         run = self.book.get(out) if out else None
         if run is None:
             self.say("no run selected: n starts one, o reopens one", error=True)
         elif run.active:
             self.stop(out)
         elif run.resumable:
-            self.resume(out)
+            self.resume(out, ranks)
         elif run.state == "finished":
             self.say(f"{run.name} has finished; n starts a new run", error=True)
         elif run.state == "unfollowed":
@@ -259,7 +280,7 @@ class TrainingController:
         for r in job.runs:
             r.state = "stopping"
             self.book.touch(r)
-        self.say(f"stopping {_names(job.runs)} at the next step (checkpointed)…")
+        self.say(f"stopping {_job(job)} at the next step (checkpointed)…")
         if job.request_id is not None:
             self._spawn(self._stop(job))
 
@@ -290,13 +311,21 @@ class TrainingController:
         done = await asyncio.gather(*(self._stop(job, tries=8) for job in jobs))
         return sum(done)
 
-    def resume(self, out: str | None) -> Job | None:
-        """Resume the stopped run in `out`, with the other unfinished runs of its job."""
+    def resume(self, out: str | None, ranks: str = "") -> Job | None:
+        """Resume the stopped run in `out`, with the other unfinished runs of its job, on
+        `ranks` (the form's text; empty: one) data-parallel processes, whatever it ran on
+        before: the run's config does not depend on them."""
         run = self.book.get(out) if out else None
         if run is None or not run.resumable:
             self.say("the selected run has nothing to resume", error=True)
             return None
-        return self.start(self.book.resume_specs(run), resume=True)
+        try:
+            n = parse_ranks(ranks)
+            check_ranks({BATCH_FIELD: run.config.batch_size}, n)
+        except FormError as e:
+            self.say(f"{e} (a resume uses the form's ranks)", error=True)
+            return None
+        return self.start(self.book.resume_specs(run), resume=True, ranks=n)
 
     def toggle_shown(self, out: str) -> None:
         run = self.book.get(out)
@@ -412,14 +441,14 @@ class TrainingController:
         except EngineError as e:
             self.link.log(f"train.list: {e}")
             return
-        followed = 0
+        followed: list[Job] = []
         for info in listing.jobs[-MAX_LISTED:]:
             known = [self.book.get(self.book.key_of(r)) for r in info.runs]
             if info.state.state in ("starting", "running"):
                 if any(run is not None and run.active for run in known):
                     continue  # followed already (a request of this connection)
                 job = self.book.followed(info)
-                followed += 1
+                followed.append(job)
                 self._spawn(self._run_job(job, "train.follow", {"job": job.engine_job}))
                 continue
             for summary, run in zip(info.runs, known):
@@ -433,4 +462,6 @@ class TrainingController:
                 self.book.opened(self.book.key_of(summary), read)
         self.sync_emergence()
         if followed:
-            self.say(f"following {followed} training job{'s' if followed != 1 else ''} that kept running")
+            n = len(followed)
+            self.say(f"following {n} training job{'s' if n != 1 else ''} that kept running: "
+                     + "; ".join(_job(job) for job in followed))

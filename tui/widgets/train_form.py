@@ -11,10 +11,14 @@ Notes
 - The hook list comes from the loaded model (`model.info`'s `hooks`); until then
   it holds the default hook only.
 - Checkboxes take space and Enter themselves; Enter starts from the text fields.
+- `ranks`: data-parallel processes on the engine's machine (1 to 64; the batch is
+  the global batch, split over them). Not a run setting but the job's: it sits
+  beside the batch it splits, and `s` resuming a stopped run uses its value too.
 - `snap every`: steps between decoder snapshots (feature emergence); empty is
   the engine's automatic choice (about 24 a run), -1 none.
-- Every field starts with the engine's default (`engine.protocol.TrainSettings`,
-  read through `tui.train_settings.form_default`); nothing is repeated here.
+- Every field starts with the engine's default (`engine.protocol.TrainSettings`;
+  ranks: `TrainStartParams`), read through `tui.train_settings.form_default`;
+  nothing is repeated here.
 """
 
 from __future__ import annotations
@@ -26,14 +30,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select
 
-from tui.train_settings import form_default
+from tui.train_settings import RANKS_FIELD, form_default
 from tui.training import ARCHITECTURES, DEFAULT_HOOK
 
 # Rows of (field, label, width in cells or 0 for the rest of the line).
 ROWS = (
     (("d_sae", "d_sae", 7), ("k", "k", 5), ("l1", "l1", 6), ("seed", "seed", 4), ("context", "ctx", 5)),
-    (("tokens", "tokens", 7), ("batch_size", "batch", 6), ("checkpoint_every", "ckpt", 5),
-     ("eval_tokens", "eval tok", 7)),
+    (("tokens", "tokens", 7), ("batch_size", "batch", 6), ("ranks", "ranks", 2),
+     ("checkpoint_every", "ckpt", 5), ("eval_tokens", "eval tok", 7)),
 )
 SNAPSHOT_FIELD = ("snapshot_every", "snap every", 4)  # on the out line: the number rows are full at 80 columns
 TEXT_FIELDS = ("model", *(name for row in ROWS for name, _, _ in row), "out", SNAPSHOT_FIELD[0])
@@ -78,8 +82,10 @@ class TrainForm(VerticalScroll):
             with Horizontal():
                 for i, (name, label, width) in enumerate(row):
                     yield Label(label, classes="-gap" if i else "")
-                    # an empty field keeps the engine's default (context: the model's, at most 256)
-                    field = Input(form_default(name), placeholder="auto", id=f"f-{name}", compact=True)
+                    # an empty field keeps the engine's default (context: the model's, at most 256;
+                    # ranks: one)
+                    field = Input(form_default(name), placeholder="1" if name == RANKS_FIELD else "auto",
+                                  id=f"f-{name}", compact=True)
                     field.styles.width = width + 2
                     yield field
         with Horizontal():
@@ -121,6 +127,10 @@ class TrainForm(VerticalScroll):
         out = {name: self.query_one(f"#f-{name}", Input).value for name in TEXT_FIELDS if name != "out"}
         out["hook"] = str(self.query_one("#f-hook", Select).value)
         return out
+
+    def ranks(self) -> str:
+        """The ranks field's text (a resume uses it too)."""
+        return self.query_one(f"#f-{RANKS_FIELD}", Input).value
 
     def archs(self) -> list[str]:
         return [a for a in ARCHITECTURES if self.query_one(f"#f-arch-{a}", Checkbox).value]

@@ -155,7 +155,7 @@ class TrainPane(Vertical):
         elif what == "stop":
             self.controller.stop(self.runs_table.selected)
         elif what == "resume":
-            self.controller.resume(self.runs_table.selected)
+            self.controller.resume(self.runs_table.selected, self.form.ranks())
         elif what == "open":
             self.call_after_refresh(self.action_open_run)
         elif what == "map":
@@ -305,7 +305,7 @@ class TrainPane(Vertical):
             self.show_runs([r.out for r in job.runs])
 
     def action_stop_resume(self) -> None:
-        self.controller.toggle(self.runs_table.selected)
+        self.controller.toggle(self.runs_table.selected, self.form.ranks())
 
     def action_open_run(self) -> None:
         self.app.push_screen(OpenRunScreen(self.controller.last_folder), self._open_chosen)
