@@ -24,8 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 from engine.errors import UserError
-
-MAX_RANKS = 64  # of `--distributed N` on one machine
+from engine.protocol import TRAIN_MAX_RANKS as MAX_RANKS  # defined once, for the app too
 
 
 @dataclass

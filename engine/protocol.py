@@ -711,6 +711,7 @@ class FeatureMap(Result):
 # reads its fields and defaults from it.
 
 TRAIN_ARCHITECTURES = ("relu", "jumprelu", "topk", "batchtopk")
+TRAIN_MAX_RANKS = 64  # of a training job on one machine (`train.start`'s `ranks`, `--distributed N`)
 SNAPSHOTS_PER_RUN = 24  # decoder snapshots a run keeps by default (`TrainSettings.snapshot_every` 0)
 DEFAULT_TRAIN_HOOK = "blocks.0.hook_mlp_out"
 

@@ -21,7 +21,7 @@ import re
 
 import msgspec
 
-from engine.protocol import TrainSettings, TrainStartParams
+from engine.protocol import TRAIN_MAX_RANKS, TrainSettings, TrainStartParams
 from tui.training import HOOK_FIELD, tokens_label
 
 # The form's numeric fields and their types come from the engine's `TrainSettings`.
@@ -32,7 +32,7 @@ AUTOMATIC_ZERO = ("context", "snapshot_every")  # 0 means "the engine chooses": 
 BATCH_FIELD = "batch_size"
 RANKS_FIELD = "ranks"  # `train.start`'s, not a run's: the data-parallel processes of the job
 DEFAULT_RANKS = next(f.default for f in msgspec.structs.fields(TrainStartParams) if f.name == RANKS_FIELD)
-MAX_RANKS = 64  # the engine's limit (`engine.distributed.MAX_RANKS`, which the app does not import)
+MAX_RANKS = TRAIN_MAX_RANKS
 
 
 def form_default(name: str) -> str:
