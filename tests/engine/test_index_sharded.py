@@ -114,7 +114,7 @@ def test_lists_do_not_depend_on_batches_or_shares():
             merged.absorb(h[which].state())
         assert all(torch.equal(x, y) for x, y in zip(merged.state().values(), whole.state().values()))
     win_max = acts.max(1).values
-    values, windows, _, contexts = top.finish()
+    _, windows, _, contexts = top.finish()
     for f in range(16):
         fired = [w for w in range(60) if win_max[w, f] > 0]
         expected = sorted(fired, key=lambda w: (-win_max[w, f].item(), w))[:5]
