@@ -95,9 +95,12 @@ def ranks(device: str | None = None) -> Ranks:
 
 
 def rank_device(device: str | None, r: Ranks) -> str | None:
-    """Each rank on its own GPU (`cuda:<local rank>`) when the device is CUDA."""
+    """Each rank on its own GPU (`cuda:<local rank>`, wrapping around when there are
+    more ranks than GPUs) when the device is CUDA."""
     if r.distributed and device and device.startswith("cuda") and ":" not in device:
-        return f"cuda:{r.local_rank}"
+        import torch
+
+        return f"cuda:{r.local_rank % max(1, torch.cuda.device_count())}"
     return device
 
 
