@@ -42,7 +42,8 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict:
                        cwd=REPO, capture_output=True, text=True)
     wall = time.time() - t
     assert r.returncode == 0, r.stderr[-3000:]
-    steps = [s for s in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if s["kind"] == "step"]
+    run = out if (out / "metrics.jsonl").exists() else sorted(out.iterdir())[0]  # several runs: the first
+    steps = [s for s in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if s["kind"] == "step"]
     return {"tokens_per_s": round(steps[-1]["tokens_per_s"]), "command_s": round(wall, 1)}
 
 
@@ -99,4 +100,18 @@ def test_one_rank_against_two(tmp_path, report):
         "speedup": round(two["tokens_per_s"] / one["tokens_per_s"], 2),
         **parts,
         **{f"collective_{k}": v for k, v in comm.items()},
+    })
+
+
+def test_two_saes_side_by_side_against_spread(tmp_path, report):
+    """Two TopK SAEs (seeds 0 and 1): side by side in one process, against one per rank
+    (`--spread`), each rank training on whole batches from the split model pass."""
+    one = _run(tmp_path, "side", "--seed", "0", "--seed", "1")
+    spread = _run(tmp_path, "spread", "--seed", "0", "--seed", "1", "--distributed", "2", "--spread")
+    report("distributed_train_spread", {
+        "settings": f"2 x TopK d_sae {D_SAE}, k {K}, batch {BATCH}, {TOKENS} tokens, default model, {HOOK}",
+        "machine": f"{os.cpu_count()} cores, gloo",
+        "one_process_sae_tokens_per_s": 2 * one["tokens_per_s"], "one_process_command_s": one["command_s"],
+        "spread_sae_tokens_per_s": 2 * spread["tokens_per_s"], "spread_command_s": spread["command_s"],
+        "speedup": round(spread["tokens_per_s"] / one["tokens_per_s"], 2),
     })
