@@ -164,6 +164,11 @@ def train(
                                d_sae=d_sae, k=k, l1=l1, threshold_init=threshold_init, tokens=tokens, lr=lr, batch_size=batch_size,
                                checkpoint_every=checkpoint_every, eval_every=eval_every,
                                eval_tokens=eval_tokens, context=context, snapshot_every=snapshot_every)
+        if spread and not distributed:
+            from engine.distributed import under_torchrun
+
+            if not under_torchrun():
+                raise UserError("--spread deals the runs to ranks: use it with --distributed N (or under torchrun)")
         if distributed:
             from engine.train.launch import run_distributed_cli
 

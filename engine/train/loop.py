@@ -371,7 +371,6 @@ class _Agreed:
             raise Cancelled()
 
 
-
 class _NoLog:
     """The metrics log of a rank that does not write (not rank 0)."""
 

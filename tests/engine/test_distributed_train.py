@@ -159,3 +159,6 @@ def test_distributed_refuses_a_batch_that_does_not_split(tmp_path):
                                     "--distributed", "2", "--spread"), cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "needs at least 2 runs (got 1)" in r.stderr, r.stderr
+    r = subprocess.run(saescope_cmd("train", "--hook", HOOK, "--out", str(tmp_path / "z"), "--spread"), cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "use it with --distributed N" in r.stderr, r.stderr
