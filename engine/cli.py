@@ -238,8 +238,7 @@ def index(
     import time
 
     from engine.cli_progress import cli_job
-    from engine.distributed import check_world, ranks, shutdown, strip_option, under_torchrun
-    from engine.index_distributed import index_device
+    from engine.distributed import check_world, rank_device, ranks, shutdown, strip_option, under_torchrun
     from engine.inspect import open_view
     from engine.jobs import Job
     from engine.models import pick_device
@@ -252,9 +251,9 @@ def index(
         except UserError as e:
             fail(str(e))
         raise typer.Exit(relaunch(distributed, strip_option(sys.argv[1:], "--distributed")))
-    r = ranks()  # gloo: the one collective gathers CPU tensors, whatever the device
+    r = ranks(device)  # the one collective gathers CPU objects, on gloo whatever the backend
     try:
-        view = open_view(sae_dir, model, corpus, tokens, context=context, device=index_device(pick_device(device), r))
+        view = open_view(sae_dir, model, corpus, tokens, context=context, device=rank_device(pick_device(device), r))
         t0 = time.time()
         with cli_job(as_json, "index") if r.is_main else contextlib.nullcontext(Job()) as job:
             idx = view.ensure_index(job=job, rebuild=rebuild, ranks=r)

@@ -8,7 +8,9 @@ rendezvous from the environment torchrun sets (`RANK`, `WORLD_SIZE`,
 exactly that (`torchrun_command`) on this machine.
 
 Notes
-- The backend is gloo on the CPU (every machine has it) and NCCL on CUDA.
+- The backend is NCCL on CUDA with a GPU per rank, else gloo (every machine has
+  it; it also reduces CUDA tensors, so two ranks may share one GPU). Collectives on
+  CPU tensors (stop flags, activation rows) go through a gloo group in any case.
 - `ranks()` is the process's `Ranks`: `world == 1` and no process group when not
   under torchrun, so single-process code paths need no special case.
 - Only rank 0 writes files and prints; every rank computes.
@@ -33,6 +35,7 @@ class Ranks:
     world: int = 1
     local_rank: int = 0
     group: object = None  # the default process group (None: not distributed)
+    cpu_group: object = None  # a gloo group over every rank, for CPU tensors
     _extra: list = field(default_factory=list)
 
     @property
@@ -44,10 +47,11 @@ class Ranks:
         return self.rank == 0
 
     def new_group(self):
-        """Another process group over every rank, for collectives issued from another thread."""
+        """Another gloo group over every rank (CPU tensors), for collectives issued from
+        another thread."""
         import torch.distributed as dist
 
-        g = dist.new_group(backend=dist.get_backend())
+        g = dist.new_group(backend="gloo")
         self._extra.append(g)
         return g
 
@@ -66,7 +70,7 @@ class Ranks:
         import torch.distributed as dist
 
         t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.cpu_group)
         return bool(t.item())
 
 
@@ -85,19 +89,34 @@ def ranks(device: str | None = None) -> Ranks:
     if not under_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         _RANKS = Ranks()
         return _RANKS
+    import torch
     import torch.distributed as dist
 
-    backend = "nccl" if device and device.startswith("cuda") else "gloo"
+    on_gpus = resolve_device(device).startswith("cuda") and \
+        torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    backend = "nccl" if on_gpus else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    _RANKS = Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), dist.group.WORLD)
+    cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+    _RANKS = Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), dist.group.WORLD,
+                   cpu_group)
     return _RANKS
+
+
+def resolve_device(device: str | None) -> str:
+    """`auto` (or nothing) as the device it means here: CUDA when present."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def rank_device(device: str | None, r: Ranks) -> str | None:
     """Each rank on its own GPU (`cuda:<local rank>`, wrapping around when there are
-    more ranks than GPUs) when the device is CUDA."""
-    if r.distributed and device and device.startswith("cuda") and ":" not in device:
+    more ranks than GPUs) when the device is CUDA (`auto` resolved first)."""
+    device = resolve_device(device)
+    if r.distributed and device.startswith("cuda") and ":" not in device:
         import torch
 
         return f"cuda:{r.local_rank % max(1, torch.cuda.device_count())}"

@@ -24,7 +24,7 @@ Notes
 - The weight tables (logit effects, neighbours) come from the weights alone: rank 0
   computes them once, after the merge. Only rank 0 saves the index.
 - On CUDA each rank runs on its local rank's GPU, several to a GPU when there are
-  more ranks than GPUs (`index_device`).
+  more ranks than GPUs (`engine.distributed.rank_device`).
 """
 
 from __future__ import annotations
@@ -69,22 +69,10 @@ def build_index_distributed(lm, sae, hook: str, windows: torch.Tensor, identity:
                       share=share, message=message)
     parts = [None] * ranks.world if ranks.is_main else None
     job.progress(1.0, "merging the ranks' shares")
-    dist.gather_object(part, parts, dst=0)
+    dist.gather_object(part, parts, dst=0, group=ranks.cpu_group)  # gloo: CPU objects, whatever the backend
     if not ranks.is_main:
         return None
     return finish_index(merge_partials(parts), lm, sae, hook, windows, identity, job)
-
-
-def index_device(device: str, ranks) -> str:
-    """The rank's device: `cuda:<local rank>` for CUDA (engine.distributed's
-    `rank_device`), wrapping around when there are more ranks than GPUs: an index
-    pass needs no GPU of its own, so ranks may share one."""
-    from engine.distributed import rank_device
-
-    out = rank_device(device, ranks)
-    if out != device and out.startswith("cuda:") and torch.cuda.device_count():
-        out = f"cuda:{ranks.local_rank % torch.cuda.device_count()}"
-    return out
 
 
 def relaunch(n: int, argv: list[str]) -> int:

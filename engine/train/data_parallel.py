@@ -82,6 +82,6 @@ def global_counts(codes, ranks: Ranks) -> torch.Tensor:
 def global_min(value: float | None, ranks: Ranks) -> float | None:
     """The smallest of the ranks' values (None where a rank has none)."""
     t = torch.tensor([float("inf") if value is None else value], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=ranks.cpu_group)
     v = t.item()
     return None if v == float("inf") else v
