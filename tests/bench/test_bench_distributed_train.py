@@ -30,7 +30,8 @@ pytestmark = pytest.mark.timeout(0)
 
 HOOK = "blocks.0.hook_mlp_out"
 TOKENS = int(os.environ.get("BENCH_DIST_TOKENS", 4096 * 40))
-D_SAE, K, BATCH = 2048, 32, 4096
+D_SAE, K, BATCH = int(os.environ.get("BENCH_DIST_D_SAE", 2048)), 32, 4096
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")  # cuda: both runs on the GPU(s) (two ranks may share one)
 
 
 def _run(tmp_path: Path, name: str, *extra: str) -> dict:
@@ -38,7 +39,8 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict:
     t = time.time()
     r = subprocess.run(saescope_cmd("train", "--hook", HOOK, "--d-sae", str(D_SAE), "--k", str(K), "--tokens",
                                     str(TOKENS), "--batch-size", str(BATCH), "--checkpoint-every", "0",
-                                    "--eval-tokens", "1024", "--snapshot-every", "-1", "--out", str(out), *extra),
+                                    "--eval-tokens", "1024", "--snapshot-every", "-1", "--device", DEVICE, "--out", str(out),
+                                    *extra),
                        cwd=REPO, capture_output=True, text=True)
     wall = time.time() - t
     assert r.returncode == 0, r.stderr[-3000:]
@@ -56,24 +58,30 @@ def _parts(d_in_out: list) -> dict:
     from sae_lens import TopKTrainingSAE
     from sae_lens.training.sae_trainer import SAETrainer
 
-    lm = load_model("default")
+    lm = load_model("default", device=DEVICE)
     d_in = lm.model.cfg.d_model
     d_in_out.append(d_in)
     windows = corpus_for(None, lm).windows(lm.model.cfg.n_ctx, split="train", max_tokens=BATCH + 4096)
-    tokens = windows[: BATCH // (windows.shape[1] - 1) + 1]
-    t = time.perf_counter()
+    tokens = windows[: BATCH // (windows.shape[1] - 1) + 1].to(DEVICE)
+    sync = torch.cuda.synchronize if DEVICE.startswith("cuda") else (lambda: None)
     with torch.no_grad():
+        lm.model.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=1)
+        sync()
+        t = time.perf_counter()
         for _ in range(3):
             lm.model.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=1)
+        sync()
     model_s = (time.perf_counter() - t) / 3 * BATCH / (len(tokens) * (windows.shape[1] - 1))
     cfg = TrainConfig(hook=HOOK, d_sae=D_SAE, k=K, batch_size=BATCH, tokens=TOKENS)
-    sae = TopKTrainingSAE(sae_lens_config(cfg, d_in, "default", 128))
-    step = SparseStep(SAETrainer(trainer_config(cfg), sae, data_provider=iter(())))
-    x = torch.randn(BATCH, d_in)
+    sae = TopKTrainingSAE(sae_lens_config(cfg, d_in, "default", 128, DEVICE))
+    step = SparseStep(SAETrainer(trainer_config(cfg, DEVICE), sae, data_provider=iter(())))
+    x = torch.randn(BATCH, d_in, device=DEVICE)
     step(x)
+    sync()
     t = time.perf_counter()
     for _ in range(5):
         step(x)
+    sync()
     return {"model_pass_ms_per_batch": round(model_s * 1000, 1),
             "sae_step_ms_per_batch": round((time.perf_counter() - t) / 5 * 1000, 1)}
 
@@ -95,7 +103,7 @@ def test_one_rank_against_two(tmp_path, report):
     comm = _collectives(d_in[0], 2)
     report("distributed_train", {
         "settings": f"TopK d_sae {D_SAE}, k {K}, global batch {BATCH}, {TOKENS} tokens, default model, {HOOK}",
-        "machine": f"{os.cpu_count()} cores, gloo",
+        "machine": f"{os.cpu_count()} cores, {DEVICE}, gloo",
         "one_process": one, "two_ranks": two,
         "speedup": round(two["tokens_per_s"] / one["tokens_per_s"], 2),
         **parts,
