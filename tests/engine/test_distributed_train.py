@@ -3,6 +3,12 @@
 The claim under test: `saescope train --distributed 2` with global batch G trains
 the same SAEs as one process with batch G (each rank holds G/2 rows), a stop or a
 kill -9 of the distributed run resumes to the same end, and only rank 0 writes.
+
+On the CPU, what should be bit-identical is (a resumed run, spread runs). On CUDA
+(`SAESCOPE_TEST_DEVICE=cuda`, two ranks sharing a GPU over gloo) the kernels that add
+with atomics (`index_add_`, the sparse products) make two identical runs differ by
+rounding, so there those checks are to float tolerance: measured on an H200, the
+two-rank run was within 1.2e-4 of each tensor's scale of the one-process run.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from safetensors.torch import load_file
 
 from engine.train.config import TrainConfig
 from engine.train.loop import train
-from tests.conftest import REPO, saescope_cmd
+from tests.conftest import REPO, TEST_DEVICE, saescope_cmd
 
 pytestmark = pytest.mark.slow
 
 HOOK = "blocks.0.hook_mlp_out"
+EXACT = TEST_DEVICE == "cpu"  # see the module's notes
+TOLERANCE = 1e-4 if EXACT else 1e-3  # of each tensor's largest entry
 # TopK (the sparse step, its auxiliary loss on: a short dead window) and ReLU (sae_lens's
 # own step), side by side; 14 steps of a 512-row global batch
 RUNS = [dict(hook=HOOK, arch="topk", d_sae=512, k=4, tokens=512 * 14, batch_size=512, checkpoint_every=3,
@@ -34,7 +42,8 @@ RUNS = [dict(hook=HOOK, arch="topk", d_sae=512, k=4, tokens=512 * 14, batch_size
 
 
 def distributed_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return saescope_cmd("train", "--hook", HOOK, "--config", str(config), "--out", str(out), *extra)
+    return saescope_cmd("train", "--hook", HOOK, "--config", str(config), "--out", str(out), "--device", TEST_DEVICE,
+                        *extra)
 
 
 def weights(run: Path) -> dict:
@@ -46,12 +55,21 @@ def steps(run: Path) -> list[dict]:
 
 
 def assert_close(a: dict, b: dict) -> None:
-    """Equal to float tolerance: within 1e-4 of each tensor's largest entry (the ranks
-    sum in another order, and the model runs on other groupings of windows)."""
+    """Equal to float tolerance: within `TOLERANCE` of each tensor's largest entry (the
+    ranks sum in another order, and the model runs on other groupings of windows)."""
     assert a.keys() == b.keys()
     for k in a:
         error, scale = (a[k] - b[k]).abs().max().item(), a[k].abs().max().item()
-        assert error <= 1e-4 * scale + 1e-7, (k, error, scale)
+        assert error <= TOLERANCE * scale + 1e-7, (k, error, scale)
+
+
+def assert_same(a: dict, b: dict) -> None:
+    """Bit-identical on the CPU; to float tolerance on CUDA (see the module's notes)."""
+    if not EXACT:
+        return assert_close(a, b)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +118,7 @@ def test_a_kill_9_of_a_distributed_run_resumes_to_the_same_end(runs):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     for run in ("topk", "relu"):
-        a, b = weights(root / "two" / run), weights(killed / run)
-        for k in a:
-            assert torch.equal(a[k], b[k]), (run, k)
+        assert_same(weights(root / "two" / run), weights(killed / run))
         assert [s["step"] for s in steps(killed / run)] == list(range(14))
 
 
@@ -143,9 +159,7 @@ def test_spread_runs_train_exactly_what_one_process_trains(runs):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[rank 1] " + str(root / "spread" / "relu") in r.stderr  # rank 1 trained and evaluated relu
     for run in ("topk", "relu"):
-        a, b = weights(root / "one" / run), weights(root / "spread" / run)
-        for k in a:
-            assert torch.equal(a[k], b[k]), (run, k)
+        assert_same(weights(root / "one" / run), weights(root / "spread" / run))
         assert [s["step"] for s in steps(root / "spread" / run)] == list(range(14))
 
 
