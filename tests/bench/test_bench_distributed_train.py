@@ -118,7 +118,7 @@ def test_two_saes_side_by_side_against_spread(tmp_path, report):
     spread = _run(tmp_path, "spread", "--seed", "0", "--seed", "1", "--distributed", "2", "--spread")
     report("distributed_train_spread", {
         "settings": f"2 x TopK d_sae {D_SAE}, k {K}, batch {BATCH}, {TOKENS} tokens, default model, {HOOK}",
-        "machine": f"{os.cpu_count()} cores, gloo",
+        "machine": f"{os.cpu_count()} cores, {DEVICE}, gloo",
         "one_process_sae_tokens_per_s": 2 * one["tokens_per_s"], "one_process_command_s": one["command_s"],
         "spread_sae_tokens_per_s": 2 * spread["tokens_per_s"], "spread_command_s": spread["command_s"],
         "speedup": round(spread["tokens_per_s"] / one["tokens_per_s"], 2),
