@@ -74,9 +74,10 @@ class Run:
     index: int = 0  # the run's place in `train`'s list (what `on_record` is called with)
 
 
-def _step_function(trainer, ranks: Ranks) -> Callable:
+def _step_function(trainer, ranks: Ranks | None = None) -> Callable:
     """The fast sparse step where it applies (TopK, BatchTopK), else sae_lens's own;
     data-parallel over `ranks` (see `engine.train.data_parallel`)."""
+    ranks = ranks or Ranks()
     if SparseStep.supports(trainer.sae, trainer):
         return SparseStep(trainer, ranks)
     if not ranks.distributed:
