@@ -34,7 +34,7 @@ from engine.errors import UserError
 from engine.train import checkpoint as ckpt
 from engine.train.config import RUN_CONFIG, TrainConfig, sae_lens_config, trainer_config
 from engine.train.metrics import FiringTracker, density_histogram, step_metrics
-from engine.train.snapshots import is_snapshot_step, save_snapshot, snapshot_every
+from engine.train.snapshots import is_snapshot_step, remove_leftovers, save_snapshot, snapshot_every
 from engine.train.sparse_step import SparseStep, StepOutput
 
 HISTOGRAM_EVERY = 10
@@ -207,6 +207,7 @@ def train(cfgs: list[TrainConfig], dirs: list[Path], lm=None, corpus=None,
             _prepare_dir(c, Path(d), resume)
             if resume:
                 ckpt.recover(Path(d))  # before any rank reads the checkpoint
+                remove_leftovers(Path(d))
     ranks.barrier()
 
     started = time.time()  # the run's rate counts every model pass, the first included

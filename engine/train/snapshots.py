@@ -11,7 +11,8 @@ Notes
   `snapshot_every` steps (0: about `SNAPSHOTS_PER_RUN` per run, -1: none), plus
   the first and the last. A resumed run writes the same files again, byte for byte.
 - Files are written atomically (a temporary file renamed into place), so a kill
-  leaves whole snapshots only.
+  leaves whole snapshots only, and perhaps a temporary file, which a resume removes
+  (`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ def save_snapshot(run_dir: Path, done: int, W_dec: torch.Tensor, first_fired: to
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Temporary files a kill left in the middle of a snapshot's write."""
+    folder = Path(run_dir) / SNAPSHOTS
+    if folder.is_dir():
+        for p in folder.glob(".snapshot.*"):
+            p.unlink(missing_ok=True)
 
 
 def list_snapshots(run_dir: Path) -> list[tuple[int, Path]]:
