@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.errors import UserError
 from engine.protocol import TRAIN_MAX_RANKS as MAX_RANKS  # defined once, for the app too
@@ -36,7 +36,6 @@ class Ranks:
     local_rank: int = 0
     group: object = None  # the default process group (None: not distributed)
     cpu_group: object = None  # a gloo group over every rank, for CPU tensors
-    _extra: list = field(default_factory=list)
 
     @property
     def distributed(self) -> bool:
@@ -51,9 +50,7 @@ class Ranks:
         another thread."""
         import torch.distributed as dist
 
-        g = dist.new_group(backend="gloo")
-        self._extra.append(g)
-        return g
+        return dist.new_group(backend="gloo")
 
     def barrier(self) -> None:
         if self.distributed:

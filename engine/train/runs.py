@@ -160,6 +160,10 @@ def run_rank_cli(cfgs: list[TrainConfig], dirs: list[Path], resume: bool, as_jso
         if ranks.is_main and not stop_file:
             print(f"saescope: {stopped_line(dirs)}", file=sys.stderr, flush=True)
         return []
+    finally:
+        from engine.distributed import shutdown
+
+        shutdown()
     if main and not as_json:
         for r in results:
             print(f"{r['sae']}: EV {r['explained_variance']:.3f}  L0 {r['l0']:.1f}  "

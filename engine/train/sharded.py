@@ -42,6 +42,8 @@ from engine.train.activations import NORM_TOKENS, ActivationSource, _Closed
 
 
 class ShardedActivationSource(ActivationSource):
+    """This rank's batches of a run on several ranks (see the module notes)."""
+
     def __init__(self, lm, windows: torch.Tensor, widths: dict[str, int], batch_size: int, data_seed: int,
                  ranks: Ranks, check: Callable[[], None] = lambda: None, prefetch: bool = True,
                  hooks_of: dict[int, list[str]] | None = None):
