@@ -29,7 +29,6 @@ Notes
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import torch
@@ -77,12 +76,9 @@ def build_index_distributed(lm, sae, hook: str, windows: torch.Tensor, identity:
 
 def relaunch(n: int, argv: list[str]) -> int:
     """Run `python -m engine <argv>` on `n` ranks of this machine under torchrun and
-    return its exit code (`argv` without `--distributed`). Each rank gets an equal
-    part of the CPU threads unless OMP_NUM_THREADS is set (torchrun would otherwise
-    set 1, with a warning on stderr that would break `--json`)."""
+    return its exit code (`argv` without `--distributed`), in the ranks' environment
+    (`engine.train.launch.rank_env`)."""
     from engine.distributed import torchrun_command
+    from engine.train.launch import rank_env
 
-    cmd = torchrun_command(n, ["engine", *argv])
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
-    return subprocess.run(cmd, env=env).returncode
+    return subprocess.run(torchrun_command(n, ["engine", *argv]), env=rank_env(n)).returncode

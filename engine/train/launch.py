@@ -48,10 +48,13 @@ def check_plan(n: int, cfgs, dirs, resume: bool, spread: bool = False) -> None:
 
 
 def rank_env(n: int) -> dict:
+    """The environment of `n` ranks started from here: this checkout importable, and
+    each rank an equal part of the CPU threads unless OMP_NUM_THREADS is set (torchrun
+    would set 1, with a warning on stderr that would break `--json`)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    # torchrun would set 1 (and say so); the machine's cores shared out is what each rank should use
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    if n > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
     return env
 
 
