@@ -42,6 +42,7 @@ class ActivationSource:
         """`widths`: the activation width of each hook to read. `check` raises to cancel
         (it is called between model passes and while waiting for a prefetched chunk)."""
         self.lm, self.hooks, self.batch_size, self.seed = lm, sorted(widths), batch_size, data_seed
+        self.local_batch = batch_size  # the rows of a batch this process trains on (a rank: its slice)
         self.windows, self.check = windows, check
         self.per_window = windows.shape[1] - 1
         bytes_per_batch = batch_size * sum(widths.values()) * 4
@@ -145,8 +146,8 @@ class ActivationSource:
         chunk = self.chunk(index)
         if last is None or self.locate(last)[0] > index:
             self.prefetch(index + 1)
-        i = offset * self.batch_size
-        return {h: a[i:i + self.batch_size].to(device, non_blocking=True) for h, a in chunk.items()}
+        i = offset * self.local_batch
+        return {h: a[i:i + self.local_batch].to(device, non_blocking=True) for h, a in chunk.items()}
 
     def norm_sample(self) -> dict[str, torch.Tensor]:
         """Activations for estimating the input scale: the first batches (`NORM_TOKENS`).

@@ -53,10 +53,10 @@ class ShardedActivationSource(ActivationSource):
         if batch_size % ranks.world and hooks_of is None:
             raise UserError(f"--batch-size ({batch_size}) must divide evenly over {ranks.world} ranks")
         self.ranks, self.hooks_of = ranks, hooks_of
-        self.local_batch = batch_size if hooks_of else batch_size // ranks.world
         self.group = ranks.new_group()  # the exchange's own group (see Notes)
         self._stop_check = check
         super().__init__(lm, windows, widths, batch_size, data_seed, check=check, prefetch=prefetch)
+        self.local_batch = batch_size if hooks_of else batch_size // ranks.world
         self.widths = [widths[h] for h in self.hooks]
         all_hooks = {q: self.hooks for q in range(ranks.world)}
         # per rank: the hooks it receives, and where their columns sit among all hooks'
@@ -158,15 +158,6 @@ class ShardedActivationSource(ActivationSource):
             return super().chunk(index)
         finally:
             self.check = check
-
-    def batch(self, step: int, device: str | torch.device = "cpu", last: int | None = None) -> dict[str, torch.Tensor]:
-        """This rank's slice of global batch `step`."""
-        index, offset = self.locate(step)
-        chunk = self.chunk(index)
-        if last is None or self.locate(last)[0] > index:
-            self.prefetch(index + 1)
-        i = offset * self.local_batch
-        return {h: a[i:i + self.local_batch].to(device, non_blocking=True) for h, a in chunk.items()}
 
     def norm_sample(self) -> dict[str, torch.Tensor]:
         """The one-process run's sample: the first global batches, every rank's slice gathered."""
