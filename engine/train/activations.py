@@ -15,7 +15,10 @@ Notes
   model pass, and a short run never computes activations it does not use.
 - While a chunk trains, the next one is computed on a thread (`prefetch`), so the
   model pass and the SAE steps overlap; waiting for it checks for cancellation.
-- The model runs on `FORWARD_TOKENS` tokens at a time, however long the windows.
+- The model runs on `forward_tokens(device)` tokens at a time, however long the
+  windows: fewer on the CPU, where passes whose intermediates stay small (in cache,
+  and under glibc's 32 MiB threshold above which every allocation is a fresh mapping
+  whose pages fault in) ran about 20% faster here at 2,048 tokens than at 8,192.
 - The BOS position is left out: its activation is an outlier SAEs should not fit.
 - The forward pass stops after the last block needed (`stop_at_layer`).
 - Chunks stay on the CPU (they can be large); each batch moves to the SAE's device.
@@ -33,7 +36,13 @@ import torch
 SHUFFLE_BATCHES = 32
 NORM_TOKENS = 16384  # activations the input scale is estimated from (the first batches)
 CHUNK_BYTES = 1 << 30
-FORWARD_TOKENS = 8192
+FORWARD_TOKENS = {"cpu": 2048}  # by device type; any other device: `FORWARD_TOKENS_DEFAULT`
+FORWARD_TOKENS_DEFAULT = 8192
+
+
+def forward_tokens(device: torch.device) -> int:
+    """Tokens per model pass on `device`."""
+    return FORWARD_TOKENS.get(torch.device(device).type, FORWARD_TOKENS_DEFAULT)
 
 
 class ActivationSource:
@@ -50,7 +59,7 @@ class ActivationSource:
         # chunk sizes in batches, while they grow: 1, 2, 4 ... (then `full` each)
         self.growing = [min(1 << i, self.full) for i in range(self.full.bit_length()) if (1 << i) < self.full]
         self.order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(data_seed))
-        self.forward_batch = max(1, FORWARD_TOKENS // windows.shape[1])
+        self.forward_batch = max(1, forward_tokens(lm.device) // windows.shape[1])
         layers = [re.match(r"blocks\.(\d+)\.", h) for h in self.hooks]
         self.stop_at_layer = max(int(m.group(1)) for m in layers) + 1 if all(layers) else None
         self._cache: dict[int, dict] = {}  # the current chunk, and any computed ahead of it
