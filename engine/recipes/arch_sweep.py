@@ -79,13 +79,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--d-sae", type=int, default=1024)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR / "saes", help="where SWEEP.md and sweep.json go")
     p.add_argument("--only", choices=ARCHS, help="sweep one architecture (its rows are added to sweep.json)")
+    p.add_argument("--coefficients", type=float, nargs="+", metavar="C",
+                   help="with --only: sweep these coefficients (initial threshold 0.1) instead of the table's")
     p.add_argument("--report-only", action="store_true", help="only rewrite SWEEP.md from sweep.json")
     a = p.parse_args(argv)
+    if a.coefficients and not a.only:
+        p.error("--coefficients needs --only (the coefficient means something else in each architecture)")
     if a.report_only:
         return write_report(a.out, json.loads((a.out / "sweep.json").read_text())["rows"], a.d_sae)
     base = TrainConfig(hook=OUT, d_sae=a.d_sae, tokens=a.tokens, k=32, lr=1e-3, checkpoint_every=0,
                        eval_tokens=131_072, snapshot_every=-1)
-    cfgs = [replace(base, arch=arch, l1=c, threshold_init=t) for arch, c, t in SWEEP if a.only in (None, arch)]
+    sweep = [(a.only, c, 0.1) for c in a.coefficients] if a.coefficients else SWEEP
+    cfgs = [replace(base, arch=arch, l1=c, threshold_init=t) for arch, c, t in sweep if a.only in (None, arch)]
     with tempfile.TemporaryDirectory(prefix="saescope-sweep-") as tmp:
         dirs = [Path(tmp) / f"{c.arch}-{c.l1:g}-{c.threshold_init:g}" for c in cfgs]
         results = run_training_cli(cfgs, dirs, resume=False, as_json=False)

@@ -12,7 +12,9 @@ feature count (its size is listed too).
 
 Run: `pytest -s -o addopts="" tests/bench/test_bench_mask.py` (figures in
 tests/bench/results/mask_circuits.json). SmolLM2 on a CPU is slow: set
-BENCH_MASK_SMOLLM2=0 to skip it.
+BENCH_MASK_SMOLLM2=0 to skip it, or size it with BENCH_SMOLLM2_PAIRS (18),
+BENCH_SMOLLM2_STEPS (60) and BENCH_SMOLLM2_LAMBDAS (4,32,256); BENCH_TASKS= (empty)
+skips the default model's tasks.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ pytestmark = pytest.mark.timeout(0)
 
 DEFAULT_SITES = ["resid_mid-topk", "mlp_out-topk"]  # few SAEs: the residual stream mid-layer, the MLP out
 SMOLLM2_SITES = ["smollm2-resid_post-l3", "smollm2-resid_post-l7", "smollm2-resid_post-l11"]
-TASKS = os.environ.get("BENCH_TASKS", "was_were,close_paren,from_import").split(",")
+TASKS = [t for t in os.environ.get("BENCH_TASKS", "was_were,close_paren,from_import").split(",") if t]
+SMOLLM2_PAIRS = int(os.environ.get("BENCH_SMOLLM2_PAIRS", 18))
+SMOLLM2_STEPS = int(os.environ.get("BENCH_SMOLLM2_STEPS", 60))
+SMOLLM2_LAMBDAS = [float(x) for x in os.environ.get("BENCH_SMOLLM2_LAMBDAS", "4,32,256").split(",")]
 
 
 def _nearest(curve, features: int):
@@ -89,13 +94,13 @@ def test_mask_against_thresholding(report):
     from engine.models import load_model
 
     figures: dict = {}
-    lm = load_model("default", device="cpu")
+    lm = load_model("default", device="cpu") if TASKS else None
     for task in TASKS:
         figures[f"default/{task}"] = _compare(lm, DEFAULT_SITES, task, None, [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0],
                                               150)
         report("mask_circuits", figures)
     if os.environ.get("BENCH_MASK_SMOLLM2", "1") != "0":
         lm = load_model("smollm2-135m", device="cpu")
-        figures["smollm2/was_were"] = _compare(lm, SMOLLM2_SITES, "was_were", 18, [4.0, 32.0, 256.0], 60,
-                                               settings=(False,))
+        figures["smollm2/was_were"] = _compare(lm, SMOLLM2_SITES, "was_were", SMOLLM2_PAIRS, SMOLLM2_LAMBDAS,
+                                               SMOLLM2_STEPS, settings=(False,))
     report("mask_circuits", figures)
