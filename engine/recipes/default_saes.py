@@ -51,7 +51,7 @@ def default_runs(tokens: int, d_sae: int) -> dict[str, TrainConfig]:
     return {
         "resid_mid-topk": replace(base, hook=MID, arch="topk"),
         # from `saescope recipe arch-sweep` (weights/saes/SWEEP.md, 8M tokens): the ReLU nearest
-        # the bar (held out: EV 0.76 at L0 30; L1 1.5 reaches EV 0.80 only at L0 49)
+        # the bar (held out: EV 0.76 at L0 30; L1 1.5 reaches EV 0.796 only at L0 49)
         "mlp_out-relu": replace(base, arch="relu", l1=2.0, tokens=tokens * 2),
         # quadratic penalty around a target L0 of k; its threshold learns slowly (a higher start
         # leaves two thirds of the features dead, SWEEP.md), so it trains twice as long
