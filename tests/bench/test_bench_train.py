@@ -5,11 +5,13 @@ measured matmul throughput that the SAE steps reach (issue: SAE training).
 
 A run's rate is its own reported `tokens_per_s`: wall-clock over the whole run, every
 model pass included. The machine's speed drifts (a shared VM: sae_lens's runner has
-measured anywhere from 7.7k to 10.2k tokens/s here), so the runs go in `ROUNDS` rounds
+measured anywhere from 7.7k to 10.8k tokens/s here), so the runs go in `ROUNDS` rounds
 (each: 1, 2 and 4 SAEs, then sae_lens), and each ratio is taken within a round and
-reported as the median over rounds with its range. Beside it: the ceilings of the design on this machine, the model
-pass to the hook alone and the TopK step's unavoidable part (the encoder matmul and
-the top-k selection), and the step alone, sparse and sae_lens's dense one.
+reported as the median over rounds with its range.
+
+Beside them: the ceilings of the design on this machine (the model pass to the hook
+alone, and the TopK step's unavoidable part, the encoder matmul and the top-k
+selection), and the step alone, sparse and sae_lens's dense one.
 
 FLOPs counted for the sparse step are the ones it must do: the dense encoder
 (2 * batch * d_in * d_sae) and four sparse products over the k active latents per token
