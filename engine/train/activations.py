@@ -36,13 +36,13 @@ import torch
 SHUFFLE_BATCHES = 32
 NORM_TOKENS = 16384  # activations the input scale is estimated from (the first batches)
 CHUNK_BYTES = 1 << 30
-FORWARD_TOKENS = {"cpu": 2048}  # by device type; any other device: `FORWARD_TOKENS_DEFAULT`
-FORWARD_TOKENS_DEFAULT = 8192
+FORWARD_TOKENS = 8192
+FORWARD_TOKENS_CPU = 2048  # see the notes
 
 
-def forward_tokens(device: torch.device) -> int:
+def forward_tokens(device: str | torch.device) -> int:
     """Tokens per model pass on `device`."""
-    return FORWARD_TOKENS.get(torch.device(device).type, FORWARD_TOKENS_DEFAULT)
+    return FORWARD_TOKENS_CPU if torch.device(device).type == "cpu" else FORWARD_TOKENS
 
 
 class ActivationSource:

@@ -174,7 +174,7 @@ class SparseStep:
         costs about a third of the matmul itself. The buffer is only read within a step."""
         sae = self.sae
         shape = (sae_in.shape[0], sae.W_enc.shape[1])
-        if self._hidden is None or self._hidden.shape != shape or self._hidden.device != sae_in.device:
+        if self._hidden is None or self._hidden.shape != shape:
             self._hidden = sae_in.new_empty(shape)
         # sae_lens computes (sae_in @ W_enc + b_enc) * norms: the same, scaling the [d_in, d_sae]
         # weights instead of the [batch, d_sae] result (float rounding apart)

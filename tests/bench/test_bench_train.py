@@ -22,6 +22,7 @@ each). The top-k selection is not counted (it is comparisons, not FLOPs).
 import json
 import os
 import time
+from statistics import median
 from msgspec.structs import replace
 
 import torch
@@ -129,10 +130,6 @@ def _ceilings(lm, source_tokens: int = 4096 * 8) -> dict:
             "ceiling_4_saes_sae_tokens_per_s": round(4 / (1 / model + 4 / encode))}
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def test_training_throughput(report, tmp_path):
     from engine.corpus import load_shard
     from engine.models import load_model
@@ -147,12 +144,12 @@ def test_training_throughput(report, tmp_path):
             rates[n].append(_saescope_rate(lm, corpus, n, tmp_path / f"round{r}") * n)
         runner.append(_sae_lens_rate(lm, corpus, tmp_path / f"round{r}"))
     for n in (1, 2, 4):
-        figures[f"saescope_{n}_saes_sae_tokens_per_s"] = round(_median(rates[n]))
-    figures["sae_lens_runner_1_sae_tokens_per_s"] = round(_median(runner))
+        figures[f"saescope_{n}_saes_sae_tokens_per_s"] = round(median(rates[n]))
+    figures["sae_lens_runner_1_sae_tokens_per_s"] = round(median(runner))
     figures["sae_lens_runner_range"] = [round(min(runner)), round(max(runner))]
     for n in (1, 2, 4):
         ratios = [a / b for a, b in zip(rates[n], runner)]  # within a round: the machine's drift cancels
-        figures[f"saescope_{n}_saes_vs_sae_lens"] = round(_median(ratios), 2)
+        figures[f"saescope_{n}_saes_vs_sae_lens"] = round(median(ratios), 2)
         figures[f"saescope_{n}_saes_vs_sae_lens_range"] = [round(min(ratios), 2), round(max(ratios), 2)]
     runner_median = figures["sae_lens_runner_1_sae_tokens_per_s"]
     figures.update(_ceilings(lm))
